@@ -1,0 +1,222 @@
+"""Kernel builds: make O=<cache>/builds/<key>, cached by content key, with live progress.
+
+key = hash(source identity, final .config, patches). A build directory is
+reused; make decides what to recompile. A completion stamp is written only
+after make succeeds, and removed before make starts, so an interrupted
+build is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import procs
+from harness.config import ConfigResult
+from harness.errors import InfraError
+from harness.paths import cache_dir
+from harness.source import KernelSource
+
+STAMP = ".wqh-complete"
+_KBUILD_LINE = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*)\s+(\S.*)$")
+# Lines that mark where a build failed, first ones first (kunit.py shows these too).
+_ERROR_LINE = re.compile(r"(error:|Error \d|undefined reference|No rule to make target|\*\*\*)")
+
+
+@dataclass(frozen=True)
+class BuildKey:
+    source_identity: str
+    config_hash: str
+    patches: tuple[str, ...] = ()  # sha256 of each patch, in order
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.source_identity, self.config_hash, *self.patches):
+            h.update(part.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class BuildResult:
+    key: str
+    builddir: Path
+    bzimage: Path
+    vmlinux: Path
+    log: Path
+    reused: bool
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    objects: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+    ccache: bool = False
+
+
+def builddir_for(key: BuildKey) -> Path:
+    return cache_dir() / "builds" / key.digest
+
+
+def use_ccache() -> bool:
+    return shutil.which("ccache") is not None and os.environ.get("WQH_NO_CCACHE") != "1"
+
+
+def ccache_env() -> dict[str, str]:
+    """ccache shared across build directories: relative paths under the cache, no cwd hash."""
+    env = dict(os.environ)
+    env.setdefault("CCACHE_DIR", str(cache_dir() / "ccache"))
+    env["CCACHE_BASEDIR"] = str(cache_dir())
+    env["CCACHE_NOHASHDIR"] = "1"
+    env.setdefault("CCACHE_MAXSIZE", "10G")
+    return env
+
+
+class _Progress:
+    """One status line: phase, current target, objects compiled, elapsed."""
+
+    def __init__(self, out=sys.stderr):
+        self.out = out
+        self.tty = out.isatty()
+        self.start = time.monotonic()
+        self.objects = 0
+        self.phase = "prepare"
+        self.phases: dict[str, float] = {"prepare": 0.0}
+        self.target = ""
+        self.last_print = 0.0
+
+    def _enter(self, phase: str) -> None:
+        if phase != self.phase and phase not in self.phases:
+            self.phases[phase] = time.monotonic() - self.start
+            self.phase = phase
+
+    def feed(self, line: str) -> None:
+        m = _KBUILD_LINE.match(line)
+        if not m:
+            return
+        verb, target = m.group(1), m.group(2).strip()
+        self.target = target
+        if verb == "CC" and target.endswith(".o") and "tools/" not in target:
+            self.objects += 1
+            self._enter("compile")
+        elif verb == "LD" and ("vmlinux" in target):
+            self._enter("link")
+        elif verb in ("BUILD", "OBJCOPY", "ZOFFSET", "MKPIGGY") or "compressed" in target:
+            if self.phase == "link" or "arch/x86/boot" in target:
+                self._enter("image")
+        self.show()
+
+    def show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        interval = 0.25 if self.tty else 30.0
+        if not force and now - self.last_print < interval:
+            return
+        self.last_print = now
+        el = now - self.start
+        msg = f"build [{self.phase:>7}] {self.objects:5d} objects  {el:6.0f}s  {self.target[-60:]}"
+        if self.tty:
+            self.out.write("\r\033[K" + msg)
+        else:
+            self.out.write(msg + "\n")
+        self.out.flush()
+
+    def done(self) -> dict[str, float]:
+        total = time.monotonic() - self.start
+        if self.tty:
+            self.out.write("\r\033[K")
+            self.out.flush()
+        names = list(self.phases)
+        durations = {}
+        for i, n in enumerate(names):
+            end = self.phases[names[i + 1]] if i + 1 < len(names) else total
+            durations[n] = round(end - self.phases[n], 2)
+        return durations
+
+
+def first_errors(log_text: str, limit: int = 12) -> list[str]:
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        if _ERROR_LINE.search(line):
+            return lines[max(0, i - 2): i + limit]
+    return lines[-limit:]
+
+
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"wqh: waiting for another build to finish ({path})", file=sys.stderr, flush=True)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    return fh
+
+
+def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
+          jobs: int | None = None, force: bool = False, target: str = "bzImage",
+          ccache: bool | None = None, quiet: bool = False) -> BuildResult:
+    key = BuildKey(src.identity, cfg.hash, patches)
+    bdir = builddir_for(key)
+    bdir.mkdir(parents=True, exist_ok=True)
+    stamp = bdir / STAMP
+    bzimage = bdir / "arch" / "x86" / "boot" / "bzImage"
+    log = bdir / "build.log"
+    result = BuildResult(key.digest, bdir, bzimage, bdir / "vmlinux", log, reused=True)
+
+    # Kernel builds own both cores: one at a time per machine.
+    lockfh = _lock(cache_dir() / "build.lock")
+    try:
+        if (src.immutable and not force and stamp.exists()
+                and stamp.read_text().split()[0] == key.digest and bzimage.is_file()):
+            return result
+        stamp.unlink(missing_ok=True)
+        dot = bdir / ".config"
+        if not dot.exists() or dot.read_text() != cfg.dotconfig:
+            dot.write_text(cfg.dotconfig)
+
+        if ccache is None:
+            ccache = use_ccache()
+        env = ccache_env() if ccache else dict(os.environ)
+        jobs = jobs or os.cpu_count() or 2
+        cmd = ["make", "-C", str(src.path), f"O={bdir}", f"-j{jobs}"]
+        if ccache:
+            cmd.append("CC=ccache gcc")
+        cmd.append(target)
+
+        progress = _Progress()
+        if quiet:
+            progress.out = open(os.devnull, "w")
+            progress.tty = False
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        with log.open("w") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n")
+            fh.flush()
+            with procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=env, text=True, errors="replace", bufsize=1) as p:
+                for line in p.stdout:
+                    fh.write(line)
+                    progress.feed(line)
+                rc = p.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result.phases = progress.done()
+        result.wall_s = round(time.monotonic() - t0, 2)
+        result.cpu_s = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
+        result.objects = progress.objects
+        result.reused = False
+        result.ccache = ccache
+        if rc != 0 or not bzimage.is_file():
+            errs = "\n".join("  " + ln for ln in first_errors(log.read_text(errors="replace")))
+            raise InfraError(f"kernel build failed (make exit {rc}) in {bdir}:\n{errs}",
+                             hint=f"full log: {log}")
+        stamp.write_text(f"{key.digest} {src.identity} {cfg.hash} {time.time():.0f}\n")
+        return result
+    finally:
+        lockfh.close()

@@ -1,0 +1,156 @@
+"""Command line: wqh run | build | shell | list | doctor | bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness import procs
+from harness.errors import EXIT_INFRA, EXIT_INPUT, EXIT_OK, InputError, WqhError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors are input errors: exit 3
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _kernel_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", metavar="PATH[@REF]",
+                   help="kernel tree (default: Debian's linux-source-6.1, unpacked into the cache); "
+                        "PATH@REF builds a git ref from a private checkout")
+    p.add_argument("-j", "--jobs", type=int, help="make jobs (default: number of CPUs)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="wqh", description="Build, boot and test the kernel's notification queue.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="build the kernels scenarios need, boot them, run the tests")
+    r.add_argument("scenarios", nargs="*", help="scenario files or directories (default: scenarios/)")
+    _kernel_opts(r)
+    r.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="auto: KVM only if a probe boot works (cached per machine)")
+    r.add_argument("--console", action="store_true", help="echo the guest console live")
+    r.add_argument("--rebuild", action="store_true", help="run make even for a cached build")
+
+    b = sub.add_parser("build", help="build a kernel (base fragment + --fragment ...)")
+    _kernel_opts(b)
+    b.add_argument("--fragment", "-f", action="append", default=[],
+                   help="kconfig fragment name (kconfigs/NAME.config) or path; repeatable; "
+                        "default: watch-queue")
+    b.add_argument("--rebuild", action="store_true", help="run make even for a cached build")
+
+    s = sub.add_parser("shell", help="interactive guest on a built kernel")
+    _kernel_opts(s)
+    s.add_argument("--fragment", "-f", action="append", default=[])
+    s.add_argument("--cpus", type=int, default=2)
+    s.add_argument("--memory", default="1G")
+    s.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+
+    ls = sub.add_parser("list", help="scenarios and their tests")
+    ls.add_argument("scenarios", nargs="*")
+
+    d = sub.add_parser("doctor", help="what is missing here, and how to install it")
+    d.add_argument("--no-probe", action="store_true", help="do not boot a KVM probe")
+
+    be = sub.add_parser("bench", help="measure build, boot and run times against baselines")
+    _kernel_opts(be)
+    be.add_argument("--out", type=Path, required=True, help="directory for bench.json")
+    be.add_argument("--skip-cold", action="store_true",
+                    help="skip the two cold builds (ours and vng --kconfig's)")
+    return p
+
+
+def _fragments(names: list[str]) -> tuple:
+    from harness import config
+
+    return config.fragment_list(names or ["watch-queue"], Path.cwd())
+
+
+def cmd_run(a) -> int:
+    from harness import results, runner, scenario
+
+    scs = scenario.load_all(a.scenarios)
+    opts = runner.RunOptions(kernel=a.kernel, out=a.out, accel=a.accel, jobs=a.jobs,
+                             echo=a.console, force_build=a.rebuild)
+    summary = runner.run(scs, opts)
+    results.print_summary(summary)
+    return summary.exit_code()
+
+
+def cmd_build(a) -> int:
+    from harness import build, config, source
+
+    src = source.resolve(a.kernel)
+    cfg = config.merge(src, _fragments(a.fragment))
+    b = build.build(src, cfg, jobs=a.jobs, force=a.rebuild)
+    if b.reused:
+        print(f"wqh: cached build {b.key}")
+    else:
+        phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
+        print(f"wqh: built {b.key} in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, "
+              f"{b.objects} objects ({phases})")
+    print(b.bzimage)
+    return EXIT_OK
+
+
+def cmd_shell(a) -> int:
+    from harness import accel, build, config, source, vm
+
+    src = source.resolve(a.kernel)
+    cfg = config.merge(src, _fragments(a.fragment))
+    b = build.build(src, cfg, jobs=a.jobs)
+    acc = accel.choose(b.bzimage, a.accel)
+    return vm.shell(vm.VMSpec(b.bzimage, cpus=a.cpus, memory=a.memory), acc)
+
+
+def cmd_list(a) -> int:
+    from harness import scenario
+
+    for s in scenario.load_all(a.scenarios):
+        frags = ", ".join(("base",) + s.kernel.fragments)
+        print(f"{s.name}  ({s.file.name}; kernel: {frags}; vm: {s.vm.cpus} cpus, {s.vm.memory})")
+        if s.description:
+            print(f"    {s.description}")
+        for t in s.tests:
+            exp = "" if t.expect == "pass" else f"  [expect {t.expect}]"
+            print(f"    {t.id}{exp}")
+    return EXIT_OK
+
+
+def cmd_doctor(a) -> int:
+    from harness import doctor
+
+    cs = doctor.checks(probe_kvm=not a.no_probe)
+    print(doctor.report(cs))
+    return EXIT_OK if all(c.ok for c in cs) else EXIT_INFRA
+
+
+def cmd_bench(a) -> int:
+    from harness import bench
+
+    return bench.main(a)
+
+
+COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
+            "doctor": cmd_doctor, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    procs.install_handlers()
+    try:
+        return COMMANDS[args.cmd](args)
+    except InputError as e:
+        print(f"wqh: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except WqhError as e:
+        print(f"wqh: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except procs.Interrupted as e:
+        procs.kill_all()
+        print(f"wqh: interrupted by {e}; children stopped", file=sys.stderr)
+        return 128 + e.signum

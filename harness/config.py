@@ -1,0 +1,125 @@
+"""Kconfig: fragments merged onto allnoconfig with merge_config.sh, then verified.
+
+The merge runs in a per-source staging directory (O=<cache>/configs/<source>),
+so the final .config is known before a build directory is chosen: the build
+key is a hash of that final .config, not of the fragment names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import kconfig, procs
+from harness.errors import ConfigError, InfraError, InputError
+from harness.paths import KCONFIGS, cache_dir
+from harness.source import KernelSource
+
+BASE_FRAGMENT = "base"
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    dotconfig: str
+    hash: str  # sha256 of the final .config, first 16 hex digits
+    fragments: tuple[Path, ...]
+    staging: Path = field(compare=False)
+
+    def enabled(self, symbol: str) -> bool:
+        return kconfig.parse_dotconfig(self.dotconfig).get(symbol, "n") != "n"
+
+
+def resolve_fragment(name: str, relative_to: Path | None = None) -> Path:
+    """A fragment by name ('kasan' -> kconfigs/kasan.config) or by path."""
+    cands = []
+    p = Path(name)
+    if p.suffix == ".config" or "/" in name:
+        if relative_to is not None and not p.is_absolute():
+            cands.append(relative_to / p)
+        cands.append(p)
+    else:
+        cands.append(KCONFIGS / f"{name}.config")
+    for c in cands:
+        if c.is_file():
+            return c.resolve()
+    known = ", ".join(sorted(f.stem for f in KCONFIGS.glob("*.config")))
+    raise InputError(f"unknown kconfig fragment '{name}'",
+                     hint=f"use one of: {known}, or a path to a .config fragment")
+
+
+def fragment_list(names: list[str], relative_to: Path | None = None) -> tuple[Path, ...]:
+    paths = [resolve_fragment(BASE_FRAGMENT)]
+    for n in names:
+        f = resolve_fragment(n, relative_to)
+        if f not in paths:
+            paths.append(f)
+    return tuple(paths)
+
+
+def _make(src: KernelSource, out: Path, *targets: str, log: Path) -> None:
+    cmd = ["make", "-C", str(src.path), f"O={out}", *targets]
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = procs.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise InfraError(f"'make {' '.join(targets)}' failed in {out} (exit {rc}):\n{tail}",
+                         hint=f"see {log}")
+
+
+def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
+    """allnoconfig + fragments (merge_config.sh -m) + olddefconfig, then verify."""
+    staging = cache_dir() / "configs" / src.key
+    staging.mkdir(parents=True, exist_ok=True)
+    log = staging / "config.log"
+    log.write_text("")
+    requests: list[kconfig.Option] = []
+    for f in fragments:
+        requests += kconfig.parse_fragment(f)
+
+    _make(src, staging, "allnoconfig", log=log)
+    allno = staging / "allno.config"
+    (staging / ".config").replace(allno)
+    merge_sh = src.path / "scripts" / "kconfig" / "merge_config.sh"
+    cmd = ["sh", str(merge_sh), "-m", "-O", str(staging), str(allno), *map(str, fragments)]
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        # cwd=staging: merge_config.sh makes its temp files in the cwd, never in the source.
+        rc = procs.run(cmd, cwd=staging, stdout=fh, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise InfraError(f"merge_config.sh failed (exit {rc})", hint=f"see {log}")
+    _make(src, staging, "olddefconfig", log=log)
+
+    text = (staging / ".config").read_text()
+    verify(src, requests, text)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return ConfigResult(text, digest, fragments, staging)
+
+
+def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) -> None:
+    final = kconfig.parse_dotconfig(dotconfig)
+    missing = kconfig.requested_missing(requests, final)
+    if not missing:
+        return
+    lines = []
+    for opt, have in missing:
+        got = "not set" if have == "n" else have
+        lines.append(f"  {opt} ({opt.file}:{opt.line}) -> final .config has it {got}")
+        if opt.value != "n":
+            dep = kconfig.find_dependency(src.path, opt.name, final)
+            if dep is None:
+                lines.append(f"    CONFIG_{opt.name} is not defined in any Kconfig of this tree")
+            elif dep.unmet:
+                lines.append(f"    unmet dependency ({dep.defined_at}): "
+                             + ", ".join(f"CONFIG_{s}=n" for s in dep.unmet)
+                             + f" in 'depends on {' && '.join(dep.expressions)}'")
+            else:
+                lines.append(f"    dependencies met ({dep.defined_at}); "
+                             "check 'choice' groups and options that select against it")
+    raise ConfigError("kconfig fragments ask for options the final .config does not have:\n"
+                      + "\n".join(lines),
+                      hint="enable the unmet dependencies in the fragment, or drop the option")

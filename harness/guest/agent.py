@@ -1,0 +1,169 @@
+"""Guest agent: runs the scenario's pytest node ids, one marker pair per test.
+
+    python -m harness.guest.agent PLAN.json
+
+The plan holds the results directory and the tests: {"id": name in reports,
+"node": pytest node id with an absolute path}.
+
+Begin/end markers go to /dev/kmsg so the host can place kernel reports
+between them; outcomes go to RESULTS_DIR/guest-results.json after every test.
+"""
+
+import json
+import os
+import sys
+import time
+
+from harness.guest import protocol
+
+_OUTCOME = {"passed": "pass", "failed": "fail", "skipped": "skip"}
+
+
+def kmsg(text):
+    """A line in the kernel log, level notice; falls back to stdout without /dev/kmsg."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_WRONLY)
+        try:
+            os.write(fd, f"<5>{text}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        print(text, flush=True)
+
+
+class Recorder:
+    """pytest plugin: markers around each test and the shared results file."""
+
+    def __init__(self, outdir, plan):
+        self.path = os.path.join(outdir, protocol.RESULTS)
+        self.plan = plan
+        self.state = protocol.initial([t["id"] for t in plan])
+        self.index = {t["id"]: i for i, t in enumerate(plan)}
+        self.names = {}  # pytest nodeid -> our id
+        self.started = 0.0
+        self.phases = {}
+
+    def _entry(self, nodeid):
+        i = self.index.get(nodeid)
+        if i is None:  # a parametrized expansion of a requested id, or a whole file
+            self.state["tests"].append({"id": nodeid, "outcome": protocol.LOST,
+                                        "duration_s": None, "message": ""})
+            i = self.index[nodeid] = len(self.state["tests"]) - 1
+        return self.state["tests"][i]
+
+    def save(self):
+        protocol.write_atomic(self.path, self.state)
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        for item in items:
+            parts = item.nodeid.split("::", 1)
+            absid = f"{item.path}::{parts[1]}" if len(parts) > 1 else str(item.path)
+            for t in self.plan:
+                node = t["node"]
+                if absid == node or absid.startswith(node + "[") or absid.startswith(node + "::"):
+                    self.names[item.nodeid] = t["id"] + absid[len(node):]
+                    break
+            else:
+                self.names[item.nodeid] = absid
+
+    def _our(self, nodeid):
+        return self.names.get(nodeid, nodeid)
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        nodeid = self._our(nodeid)
+        kmsg(f"{protocol.MARK_BEGIN} {nodeid}")
+        e = self._entry(nodeid)
+        e["outcome"] = protocol.RUNNING
+        self.phases = {}
+        self.started = time.monotonic()
+        self.save()
+
+    def pytest_runtest_logreport(self, report):
+        self.phases[report.when] = report
+        e = self._entry(self._our(report.nodeid))
+        if report.failed and not e["message"]:
+            e["message"] = (str(report.longrepr) if report.longrepr else "")[-2000:]
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        nodeid = self._our(nodeid)
+        dur = round(time.monotonic() - self.started, 3)
+        reps = self.phases
+        if any(r.failed for r in reps.values()):
+            outcome = "fail"
+        elif any(r.skipped for r in reps.values()):
+            outcome = "skip"
+            call = reps.get("call") or reps.get("setup")
+            if call is not None and isinstance(call.longrepr, tuple):
+                self._entry(nodeid)["message"] = str(call.longrepr[2])
+        else:
+            outcome = "pass"
+        e = self._entry(nodeid)
+        e["outcome"], e["duration_s"] = outcome, dur
+        self.save()
+        kmsg(f"{protocol.MARK_END} {nodeid} {outcome} {dur:.3f}s")
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            # A module that does not import: every requested test in it fails.
+            for t in self.plan:
+                if t["node"].split("::")[0].endswith(report.nodeid.split("::")[0]):
+                    i = self.index[t["id"]]
+                    e = self.state["tests"][i]
+                    e["outcome"] = "fail"
+                    e["message"] = ("collection failed: " + str(report.longrepr))[-2000:]
+            self.save()
+
+
+def dump_dmesg(outdir):
+    """The kernel log as the guest sees it at the end (the host also has the console)."""
+    lines = []
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError:  # EPIPE: record overwritten while reading; go on
+                    continue
+                if not rec:
+                    break
+                prefix, _, msg = rec.decode(errors="replace").partition(";")
+                parts = prefix.split(",")
+                ts = int(parts[2]) / 1e6 if len(parts) > 2 else 0.0
+                lines.append(f"[{ts:12.6f}] {msg.splitlines()[0] if msg else ''}")
+        finally:
+            os.close(fd)
+    except OSError as e:
+        lines.append(f"(could not read /dev/kmsg: {e})")
+    with open(os.path.join(outdir, protocol.DMESG), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def main(argv):
+    if len(argv) != 1:
+        print("usage: python -m harness.guest.agent PLAN.json", file=sys.stderr)
+        return 2
+    with open(argv[0]) as fh:
+        plan = json.load(fh)
+    outdir = plan["results_dir"]
+    import pytest
+
+    rec = Recorder(outdir, plan["tests"])
+    rec.save()
+    # The repo is read-only in the guest: no cache, no bytecode.
+    sys.dont_write_bytecode = True
+    args = ["-p", "no:cacheprovider", "-o", "console_output_style=classic",
+            "--tb=short", "-v", *[t["node"] for t in plan["tests"]]]
+    rc = pytest.main(args, plugins=[rec])
+    rec.state["done"] = True
+    rec.state["pytest_exit"] = int(rc)
+    rec.save()
+    dump_dmesg(outdir)
+    kmsg(protocol.MARK_DONE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

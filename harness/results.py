@@ -1,0 +1,159 @@
+"""Results: the terminal table, results.json, junit.xml, results.ktap, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK
+
+# Outcomes a test can have; 'xfail'/'xpass' are derived when a crash is expected.
+OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout", "infra-error", "xfail", "xpass")
+INFRA = "infra-error"
+
+
+@dataclass
+class Report:
+    title: str
+    type: str
+    count: int = 1
+
+
+@dataclass
+class TestResult:
+    scenario: str
+    test: str
+    kernel: str  # source identity + config hash
+    outcome: str
+    expected: str = "pass"
+    variant: str | None = None
+    duration_s: float | None = None
+    reports: list[Report] = field(default_factory=list)
+    message: str = ""
+    vm: str = ""  # artifacts subdirectory of the VM that ran it
+
+    @property
+    def as_expected(self) -> bool:
+        # A skip is not a pass: on a kernel wqh built for the test, a skip means it did not run.
+        return self.outcome == self.expected or self.outcome == "xfail"
+
+
+@dataclass
+class RunSummary:
+    results: list[TestResult]
+    started: float
+    finished: float
+    out_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    kernels: dict[str, dict] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(r.outcome for r in self.results))
+
+    def exit_code(self) -> int:
+        if any(r.outcome == INFRA for r in self.results):
+            return EXIT_INFRA
+        if any(not r.as_expected for r in self.results):
+            return EXIT_FAIL
+        return EXIT_OK
+
+
+def to_json(summary: RunSummary) -> dict:
+    return {
+        "version": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(summary.started)),
+        "duration_s": round(summary.finished - summary.started, 2),
+        "tests": [asdict(r) for r in summary.results],
+        "summary": summary.counts(),
+        "exit_code": summary.exit_code(),
+        "timings": summary.timings,
+        "kernels": summary.kernels,
+    }
+
+
+def write_json(summary: RunSummary, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_json(summary), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_junit(summary: RunSummary, path: Path) -> None:
+    by_scen: dict[str, list[TestResult]] = {}
+    for r in summary.results:
+        by_scen.setdefault(r.scenario, []).append(r)
+    suites = ET.Element("testsuites", name="wqh")
+    for scen, rs in by_scen.items():
+        c = Counter(r.outcome for r in rs)
+        suite = ET.SubElement(
+            suites, "testsuite", name=scen, tests=str(len(rs)),
+            failures=str(sum(1 for r in rs if not r.as_expected and r.outcome != INFRA)),
+            errors=str(c[INFRA]), skipped=str(c["skip"]),
+            time=f"{sum(r.duration_s or 0 for r in rs):.3f}")
+        for r in rs:
+            case = ET.SubElement(suite, "testcase", classname=scen, name=r.test,
+                                 time=f"{r.duration_s or 0:.3f}")
+            detail = r.message
+            if r.reports:
+                detail = "\n".join(f"{x.title} (x{x.count})" for x in r.reports) + "\n" + detail
+            if r.outcome == INFRA:
+                ET.SubElement(case, "error", message=INFRA).text = detail
+            elif not r.as_expected:
+                ET.SubElement(case, "failure",
+                              message=f"outcome {r.outcome}, expected {r.expected}").text = detail
+            elif r.outcome == "skip":
+                ET.SubElement(case, "skipped", message=r.message[:200])
+    ET.indent(suites)
+    path.write_text(ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def write_ktap(summary: RunSummary, path: Path) -> None:
+    lines = ["KTAP version 1", f"1..{len(summary.results)}"]
+    for i, r in enumerate(summary.results, 1):
+        ok = "ok" if r.as_expected else "not ok"
+        directive = " # SKIP" if r.outcome == "skip" else ""
+        lines.append(f"{ok} {i} {r.scenario}:{r.test}{directive}")
+        if not r.as_expected:
+            lines.append(f"# outcome {r.outcome}, expected {r.expected}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def table(summary: RunSummary) -> str:
+    rows = [("SCENARIO", "TEST", "OUTCOME", "EXPECTED", "TIME")]
+    for r in summary.results:
+        mark = "" if r.as_expected else "  <--"
+        dur = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
+        rows.append((r.scenario, r.test.split("/")[-1], r.outcome + mark, r.expected, dur))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    for r in summary.results:
+        if not r.as_expected:
+            out.append("")
+            out.append(f"--- {r.scenario}: {r.test}: {r.outcome} (expected {r.expected})")
+            for rep in r.reports:
+                out.append(f"    report: {rep.title}" + (f" (x{rep.count})" if rep.count > 1 else ""))
+            if r.message:
+                out += ["    " + ln for ln in r.message.strip().splitlines()[-15:]]
+    c = summary.counts()
+    out.append("")
+    out.append("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
+               + f" in {summary.finished - summary.started:.1f}s")
+    return "\n".join(out)
+
+
+def write_all(summary: RunSummary) -> None:
+    d = summary.out_dir
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(summary, d / "results.json")
+    write_junit(summary, d / "junit.xml")
+    write_ktap(summary, d / "results.ktap")
+    (d / "summary.txt").write_text(table(summary) + "\n")
+
+
+def print_summary(summary: RunSummary, stream=sys.stdout) -> None:
+    print(table(summary), file=stream)
+    print(f"artifacts: {summary.out_dir}", file=stream)

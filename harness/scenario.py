@@ -1,0 +1,281 @@
+"""Scenarios: YAML files naming a kernel, guest tests, VM shape, timeouts, expectations.
+
+Validated against a small schema on the YAML node tree, so every error names
+file:line and the key at fault. Nothing runs before every file is valid.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness.errors import InputError
+from harness.paths import REPO
+
+OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout")
+_MEM = re.compile(r"^\d+[MG]$")
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class TestRef:
+    id: str  # pytest node id as given (relative path::name)
+    path: Path  # resolved file
+    expect: str = "pass"
+    line: int = 0
+
+    @property
+    def node(self) -> str:
+        """Node id with an absolute file path, as the guest agent passes it to pytest."""
+        _, sep, rest = self.id.partition("::")
+        return f"{self.path}{sep}{rest}"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    fragments: tuple[str, ...] = ()
+    patches: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class VMShape:
+    cpus: int = 2
+    memory: str = "1G"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    no_output: float = 60.0
+    total: float = 300.0
+
+
+@dataclass
+class Scenario:
+    name: str
+    file: Path
+    description: str = ""
+    kernel: KernelSpec = field(default_factory=KernelSpec)
+    vm: VMShape = field(default_factory=VMShape)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    tests: list[TestRef] = field(default_factory=list)
+
+
+# --- schema walking ------------------------------------------------------------------
+
+
+class _Ctx:
+    def __init__(self, file: Path):
+        self.file = file
+
+    def fail(self, node: yaml.Node | None, key: str, msg: str, hint: str = "") -> InputError:
+        line = node.start_mark.line + 1 if node is not None else 0
+        return InputError(msg, hint=hint, file=str(self.file), line=line, key=key)
+
+    def mapping(self, node: yaml.Node, key: str, allowed: dict[str, str]) -> dict[str, tuple]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, key, f"expected a mapping, got {_kind(node)}")
+        out = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise self.fail(k, key, "mapping keys must be plain names")
+            name = k.value
+            full = f"{key}.{name}" if key else name
+            if name not in allowed:
+                raise self.fail(k, full, "unknown key",
+                                hint=f"allowed here: {', '.join(sorted(allowed))}")
+            if name in out:
+                raise self.fail(k, full, "duplicate key")
+            out[name] = (k, v)
+        return out
+
+    def scalar(self, node: yaml.Node, key: str, typ: type):
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {_kind(node)}")
+        value = yaml.safe_load(yaml.serialize(node))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__} "
+                                       f"{node.value!r}")
+        return value
+
+    def seq(self, node: yaml.Node, key: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, key, f"expected a list, got {_kind(node)}")
+        return list(node.value)
+
+
+def _kind(node: yaml.Node | None) -> str:
+    return {yaml.ScalarNode: "a scalar", yaml.SequenceNode: "a list",
+            yaml.MappingNode: "a mapping"}.get(type(node), "nothing")
+
+
+def _resolve_test_file(rel: str, scen_dir: Path) -> Path | None:
+    for base in (scen_dir, REPO):
+        p = (base / rel).resolve()
+        if p.is_file():
+            return p
+    return None
+
+
+def _test_names(path: Path) -> set[str]:
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError:
+        return set()  # pytest will report it as a collection error in the guest
+    names = set()
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+    return names
+
+
+def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> TestRef:
+    expect = default_expect
+    id_node = node
+    if isinstance(node, yaml.MappingNode):
+        m = ctx.mapping(node, key, {"test": "", "expect": ""})
+        if "test" not in m:
+            raise ctx.fail(node, f"{key}.test", "missing key 'test' (a pytest node id)")
+        id_node = m["test"][1]
+        if "expect" in m:
+            expect = ctx.scalar(m["expect"][1], f"{key}.expect", str)
+            if expect not in OUTCOMES:
+                raise ctx.fail(m["expect"][1], f"{key}.expect", f"unknown outcome {expect!r}",
+                               hint=f"one of: {', '.join(OUTCOMES)}")
+    test_id = ctx.scalar(id_node, key, str)
+    rel, _, name = test_id.partition("::")
+    path = _resolve_test_file(rel, ctx.file.parent)
+    if path is None:
+        raise ctx.fail(id_node, key, f"test file {rel!r} does not exist",
+                       hint=f"paths are relative to {ctx.file.parent} or to {REPO}")
+    if name:
+        top = name.split("::")[0].split("[")[0]
+        names = _test_names(path)
+        if names and top not in names:
+            raise ctx.fail(id_node, key, f"{rel} has no test {top!r}",
+                           hint=f"tests there: {', '.join(sorted(n for n in names if n.startswith(('test', 'Test'))))}")
+    return TestRef(test_id, path, expect, id_node.start_mark.line + 1)
+
+
+_TOP = {"name": "", "description": "", "kernel": "", "vm": "", "timeouts": "",
+        "tests": "", "expect": ""}
+
+
+def load(file: Path) -> Scenario:
+    file = Path(file)
+    try:
+        text = file.read_text()
+    except OSError as e:
+        raise InputError(f"cannot read scenario: {e.strerror}", file=str(file),
+                         hint="pass a path to a scenarios/*.yaml file") from e
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"invalid YAML: {problem}", file=str(file), line=line,
+                         hint="fix the YAML syntax (indentation, quotes, colons)") from e
+    ctx = _Ctx(file)
+    if root is None:
+        raise InputError("empty scenario", file=str(file), line=1,
+                         hint="a scenario needs at least 'tests:'")
+    top = ctx.mapping(root, "", _TOP)
+    sc = Scenario(name=file.stem, file=file.resolve())
+    if "name" in top:
+        sc.name = ctx.scalar(top["name"][1], "name", str)
+    if "description" in top:
+        sc.description = ctx.scalar(top["description"][1], "description", str)
+    if "kernel" in top:
+        k = ctx.mapping(top["kernel"][1], "kernel", {"fragments": "", "patches": ""})
+        frags: tuple[str, ...] = ()
+        patches: tuple[Path, ...] = ()
+        if "fragments" in k:
+            frags = tuple(ctx.scalar(n, "kernel.fragments", str)
+                          for n in ctx.seq(k["fragments"][1], "kernel.fragments"))
+            from harness.config import resolve_fragment  # late: config imports build deps
+
+            for n, name in zip(k["fragments"][1].value, frags):
+                try:
+                    resolve_fragment(name, file.parent)
+                except InputError as e:
+                    raise ctx.fail(n, "kernel.fragments", e.message, e.hint) from None
+        if "patches" in k:
+            plist = []
+            for n in ctx.seq(k["patches"][1], "kernel.patches"):
+                p = (file.parent / ctx.scalar(n, "kernel.patches", str)).resolve()
+                if not p.is_file():
+                    raise ctx.fail(n, "kernel.patches", f"patch {p} does not exist")
+                plist.append(p)
+            patches = tuple(plist)
+        sc.kernel = KernelSpec(frags, patches)
+    if "vm" in top:
+        v = ctx.mapping(top["vm"][1], "vm", {"cpus": "", "memory": ""})
+        cpus, mem = 2, "1G"
+        if "cpus" in v:
+            cpus = ctx.scalar(v["cpus"][1], "vm.cpus", int)
+            if not 1 <= cpus <= 64:
+                raise ctx.fail(v["cpus"][1], "vm.cpus", f"cpus must be 1..64, got {cpus}")
+        if "memory" in v:
+            mem = str(ctx.scalar(v["memory"][1], "vm.memory", str))
+            if not _MEM.match(mem):
+                raise ctx.fail(v["memory"][1], "vm.memory", f"bad memory size {mem!r}",
+                               hint="write it as e.g. 512M or 2G")
+        sc.vm = VMShape(cpus, mem)
+    if "timeouts" in top:
+        t = ctx.mapping(top["timeouts"][1], "timeouts", {"no_output": "", "total": ""})
+        vals = {}
+        for name in ("no_output", "total"):
+            if name in t:
+                val = ctx.scalar(t[name][1], f"timeouts.{name}", float)
+                if val <= 0:
+                    raise ctx.fail(t[name][1], f"timeouts.{name}", "must be > 0 seconds")
+                vals[name] = val
+        sc.timeouts = Timeouts(**vals)
+    default_expect = "pass"
+    if "expect" in top:
+        default_expect = ctx.scalar(top["expect"][1], "expect", str)
+        if default_expect not in OUTCOMES:
+            raise ctx.fail(top["expect"][1], "expect", f"unknown outcome {default_expect!r}",
+                           hint=f"one of: {', '.join(OUTCOMES)}")
+    if "tests" not in top:
+        raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)")
+    nodes = ctx.seq(top["tests"][1], "tests")
+    if not nodes:
+        raise ctx.fail(top["tests"][1], "tests", "the list of tests is empty")
+    sc.tests = [_test_ref(ctx, n, f"tests[{i}]", default_expect) for i, n in enumerate(nodes)]
+    return sc
+
+
+def discover(paths: list[str]) -> list[Path]:
+    """Scenario files from arguments (files or directories); default: scenarios/*.yaml."""
+    from harness.paths import SCENARIOS
+
+    if not paths:
+        return sorted(SCENARIOS.glob("*.yaml"))
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(p.glob("*.yaml"))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"scenario {p} does not exist",
+                             hint="pass a YAML file or a directory of them (see 'wqh list')")
+    return out
+
+
+def load_all(paths: list[str]) -> list[Scenario]:
+    scs = [load(p) for p in discover(paths)]
+    seen: dict[str, Path] = {}
+    for s in scs:
+        if s.name in seen:
+            raise InputError(f"scenario name {s.name!r} is also used by {seen[s.name]}",
+                             file=str(s.file), key="name", hint="give each scenario its own name")
+        seen[s.name] = s.file
+    return scs

@@ -1,0 +1,166 @@
+"""Boot a kernel with virtme-ng and watch its console.
+
+`vng --run bzImage --exec CMD` under pexpect: everything the guest prints goes
+to console.log as it arrives. Two clocks: no output for `no_output_s` (hang)
+and `total_s` (timeout). A panic ends the VM promptly. QEMU runs in its own
+process group, registered with procs, so it never outlives wqh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+
+from harness import procs
+from harness.accel import Accel
+from harness.errors import InfraError
+
+# Seconds to keep reading after a panic line, so the whole report is captured.
+PANIC_GRACE_S = 3.0
+PANIC_RE = re.compile(r"Kernel panic - not syncing|---\[ end Kernel panic")
+BEGIN_RE = re.compile(r"wqh: begin ")
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    bzimage: Path
+    cpus: int = 2
+    memory: str = "1G"
+    rwdirs: tuple[Path, ...] = ()
+    append: tuple[str, ...] = ()
+    no_output_s: float = 60.0
+    total_s: float = 600.0
+
+
+@dataclass
+class VMResult:
+    command: list[str]
+    console: Path
+    end: str  # 'exited' | 'panic' | 'hang' | 'timeout' | 'interrupted'
+    exit_status: int | None
+    duration_s: float
+    first_test_s: float | None = None  # spawn -> first 'wqh: begin' marker
+    notes: list[str] = field(default_factory=list)
+
+
+def vng_binary() -> str:
+    """vng from the interpreter's environment first, then PATH."""
+    here = Path(sys.executable).parent / "vng"
+    if here.exists():
+        return str(here)
+    found = shutil.which("vng")
+    if not found:
+        raise InfraError("virtme-ng (vng) is not installed",
+                         hint="pip install -e . (pulls virtme-ng), or run 'wqh doctor'")
+    return found
+
+
+def vng_command(spec: VMSpec, accel: Accel, exec_cmd: str | None) -> list[str]:
+    cmd = [vng_binary(), "--run", str(spec.bzimage), "--cpus", str(spec.cpus),
+           "--memory", spec.memory]
+    if not accel.kvm:
+        cmd.append("--disable-kvm")
+    # Full kernel console on our stdout: reports, markers and the test output.
+    cmd.append("--verbose")
+    for d in spec.rwdirs:
+        cmd.append(f"--rwdir={d}")
+    for a in spec.append:
+        cmd += ["--append", a]
+    if exec_cmd is not None:
+        cmd += ["--exec", exec_cmd]
+    return cmd
+
+
+def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
+        echo: bool = False) -> VMResult:
+    cmd = vng_command(spec, accel, exec_cmd)
+    console.parent.mkdir(parents=True, exist_ok=True)
+    (console.parent / "vng-command.txt").write_text(shlex.join(cmd) + "\n")
+    t0 = time.monotonic()
+    last_output = t0
+    deadline = t0 + spec.total_s
+    panic_at: float | None = None
+    first_test: float | None = None
+    end = "exited"
+    tail = ""
+    env = dict(os.environ)
+    env.setdefault("TERM", "dumb")
+    child = pexpect.spawn(cmd[0], cmd[1:], encoding="utf-8", codec_errors="replace",
+                          env=env, dimensions=(50, 250), preexec_fn=procs._pdeathsig,
+                          echo=False)
+    procs.register(child.pid)
+    try:
+        with console.open("w") as out:
+            while True:
+                now = time.monotonic()
+                if panic_at is not None and now - panic_at > PANIC_GRACE_S:
+                    end = "panic"
+                    break
+                if now > deadline:
+                    end = "timeout"
+                    break
+                if now - last_output > spec.no_output_s:
+                    end = "hang"
+                    break
+                try:
+                    chunk = child.read_nonblocking(65536, timeout=0.5)
+                except pexpect.TIMEOUT:
+                    continue
+                except pexpect.EOF:
+                    break
+                last_output = time.monotonic()
+                out.write(chunk)
+                out.flush()
+                if echo:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+                window = tail + chunk
+                if first_test is None and BEGIN_RE.search(window):
+                    first_test = last_output - t0
+                if panic_at is None and PANIC_RE.search(window):
+                    panic_at = last_output
+                tail = window[-256:]
+    except procs.Interrupted:
+        end = "interrupted"
+        raise
+    finally:
+        if child.isalive():
+            procs.kill_group(child.pid)
+        else:
+            procs.kill_group(child.pid, grace=0.5)  # anything it left in its group
+        try:
+            child.close(force=True)
+        except Exception:  # noqa: BLE001 - best effort, the group is already dead
+            pass
+        procs.unregister(child.pid)
+    status = child.exitstatus if child.exitstatus is not None else None
+    if end == "exited" and panic_at is not None:
+        end = "panic"
+    return VMResult(cmd, console, end, status, round(time.monotonic() - t0, 2), first_test)
+
+
+def shell(spec: VMSpec, accel: Accel) -> int:
+    """Interactive guest on the user's terminal."""
+    import subprocess
+
+    cmd = vng_command(spec, accel, None)
+    print("wqh: " + shlex.join(cmd), file=sys.stderr)
+    # Same process group as us: the terminal's job control and Ctrl-C reach QEMU directly.
+    p = subprocess.Popen(cmd, preexec_fn=procs._pdeathsig)
+    try:
+        return p.wait()
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -1,0 +1,3 @@
+"""Fixtures for guest tests; they also run on any host whose kernel has CONFIG_WATCH_QUEUE."""
+
+from harness.guest.fixtures import queue, session_keyring, watch_queue_kernel  # noqa: F401
