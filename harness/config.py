@@ -71,7 +71,7 @@ def _make(src: KernelSource, out: Path, *targets: str, log: Path) -> None:
 
 
 def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
-    """allnoconfig + fragments (merge_config.sh -m) + olddefconfig, then verify."""
+    """fragments (merge_config.sh -m) as KCONFIG_ALLCONFIG of allnoconfig, olddefconfig, verify."""
     staging = cache_dir() / "configs" / src.key
     staging.mkdir(parents=True, exist_ok=True)
     log = staging / "config.log"
@@ -80,18 +80,23 @@ def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
     for f in fragments:
         requests += kconfig.parse_fragment(f)
 
-    _make(src, staging, "allnoconfig", log=log)
-    allno = staging / "allno.config"
-    (staging / ".config").replace(allno)
+    # merge_config.sh -m only merges the fragments (later ones win); cwd=staging because
+    # it makes its temp files in the cwd, never in the source tree.
+    merged = staging / "merged.config"
+    empty = staging / "empty.config"
+    empty.write_text("")
     merge_sh = src.path / "scripts" / "kconfig" / "merge_config.sh"
-    cmd = ["sh", str(merge_sh), "-m", "-O", str(staging), str(allno), *map(str, fragments)]
+    cmd = ["sh", str(merge_sh), "-m", "-O", str(staging), str(empty), *map(str, fragments)]
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        # cwd=staging: merge_config.sh makes its temp files in the cwd, never in the source.
         rc = procs.run(cmd, cwd=staging, stdout=fh, stderr=subprocess.STDOUT)
     if rc != 0:
         raise InfraError(f"merge_config.sh failed (exit {rc})", hint=f"see {log}")
+    (staging / ".config").replace(merged)
+    # allnoconfig with the merged fragments as KCONFIG_ALLCONFIG: everything not asked
+    # for is off, including defaults of options that only appear once NET etc. are on.
+    _make(src, staging, f"KCONFIG_ALLCONFIG={merged}", "allnoconfig", log=log)
     _make(src, staging, "olddefconfig", log=log)
 
     text = (staging / ".config").read_text()

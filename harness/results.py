@@ -26,6 +26,8 @@ class Report:
 
 @dataclass
 class TestResult:
+    __test__ = False  # not a pytest class
+
     scenario: str
     test: str
     kernel: str  # source identity + config hash

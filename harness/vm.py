@@ -63,6 +63,15 @@ def vng_binary() -> str:
     return found
 
 
+def vng_env() -> dict[str, str]:
+    """vng runs virtme-run and virtme-ng-init from its own bin dir: put it on PATH."""
+    env = dict(os.environ)
+    bindir = str(Path(vng_binary()).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("TERM", "dumb")
+    return env
+
+
 def vng_command(spec: VMSpec, accel: Accel, exec_cmd: str | None) -> list[str]:
     cmd = [vng_binary(), "--run", str(spec.bzimage), "--cpus", str(spec.cpus),
            "--memory", spec.memory]
@@ -91,8 +100,7 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
     first_test: float | None = None
     end = "exited"
     tail = ""
-    env = dict(os.environ)
-    env.setdefault("TERM", "dumb")
+    env = vng_env()
     child = pexpect.spawn(cmd[0], cmd[1:], encoding="utf-8", codec_errors="replace",
                           env=env, dimensions=(50, 250), preexec_fn=procs._pdeathsig,
                           echo=False)
@@ -154,7 +162,7 @@ def shell(spec: VMSpec, accel: Accel) -> int:
     cmd = vng_command(spec, accel, None)
     print("wqh: " + shlex.join(cmd), file=sys.stderr)
     # Same process group as us: the terminal's job control and Ctrl-C reach QEMU directly.
-    p = subprocess.Popen(cmd, preexec_fn=procs._pdeathsig)
+    p = subprocess.Popen(cmd, preexec_fn=procs._pdeathsig, env=vng_env())
     try:
         return p.wait()
     finally:

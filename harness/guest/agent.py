@@ -19,10 +19,13 @@ from harness.guest import protocol
 _OUTCOME = {"passed": "pass", "failed": "fail", "skipped": "skip"}
 
 
+KMSG = "/dev/kmsg"
+
+
 def kmsg(text):
     """A line in the kernel log, level notice; falls back to stdout without /dev/kmsg."""
     try:
-        fd = os.open("/dev/kmsg", os.O_WRONLY)
+        fd = os.open(KMSG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"<5>{text}\n".encode())
         finally:
@@ -65,6 +68,16 @@ class Recorder:
                     break
             else:
                 self.names[item.nodeid] = absid
+        # A requested file or parametrized test expands to several items: list those instead.
+        ran = set(self.names.values())
+        expanded = [t for t in self.state["tests"] if t["id"] not in ran and any(
+            r.startswith(t["id"] + "[") or r.startswith(t["id"] + "::") for r in ran)]
+        for t in expanded:
+            self.state["tests"].remove(t)
+        self.index = {t["id"]: i for i, t in enumerate(self.state["tests"])}
+        for name in self.names.values():
+            self._entry(name)
+        self.save()
 
     def _our(self, nodeid):
         return self.names.get(nodeid, nodeid)
@@ -117,8 +130,10 @@ class Recorder:
 def dump_dmesg(outdir):
     """The kernel log as the guest sees it at the end (the host also has the console)."""
     lines = []
+    if KMSG != "/dev/kmsg":
+        return
     try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
         try:
             while True:
                 try:
@@ -148,6 +163,8 @@ def main(argv):
     with open(argv[0]) as fh:
         plan = json.load(fh)
     outdir = plan["results_dir"]
+    global KMSG
+    KMSG = plan.get("kmsg", KMSG)  # host-side tests point this at a file
     import pytest
 
     rec = Recorder(outdir, plan["tests"])

@@ -1,0 +1,148 @@
+"""`wqh bench --out DIR`: figures with their own baselines, measured in the same run.
+
+- cold build (wall, CPU) of the default config vs `vng --kconfig` on the same tree,
+  both without ccache, each in a fresh build directory;
+- boot to first test of wqh's VM vs a bare `vng --exec true` of the same kernel;
+- the warm re-run of smoke.yaml (whole `wqh run` wall time).
+Figures go to DIR/bench.json: {name, value, unit, baseline, ratio, target}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness import accel, build, config, procs, source, vm
+from harness.paths import SCENARIOS
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str | None = None
+    ratio: float | None = None
+    target: str | None = None
+
+    def line(self) -> str:
+        s = f"{self.name:<34} {self.value:10.2f} {self.unit}"
+        if self.baseline is not None:
+            s += f"   baseline {self.baseline_name} {self.baseline:.2f} {self.unit}, ratio {self.ratio:.3f}"
+        if self.target:
+            s += f"   target {self.target}"
+        return s
+
+
+def _timed(cmd: list[str], **kw) -> tuple[int, float, float]:
+    """(exit code, wall s, CPU s of the command and all its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    rc = procs.run(cmd, **kw)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return rc, wall, cpu
+
+
+def _cold_build_ours(src: source.KernelSource, work: Path, log) -> tuple[float, float]:
+    cfg = config.merge(src, config.fragment_list(["watch-queue"]))
+    out = work / "ours"
+    out.mkdir()
+    (out / ".config").write_text(cfg.dotconfig)
+    env = dict(os.environ, CCACHE_DISABLE="1")
+    cmd = ["make", "-C", str(src.path), f"O={out}", f"-j{os.cpu_count() or 2}", "bzImage"]
+    rc, wall, cpu = _timed(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise RuntimeError(f"cold build of our config failed (exit {rc})")
+    return wall, cpu
+
+
+def _cold_build_vng(src: source.KernelSource, work: Path, log) -> tuple[float, float]:
+    out = work / "vng"
+    out.mkdir()
+    env = vm.vng_env()
+    env["CCACHE_DISABLE"] = "1"
+    # vng --kconfig writes the .config of its own minimal profile into O=.
+    rc = procs.run([vm.vng_binary(), "--kconfig", f"O={out}"], cwd=src.path, env=env,
+                   stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0 or not (out / ".config").exists():
+        raise RuntimeError(f"vng --kconfig failed (exit {rc})")
+    cmd = ["make", "-C", str(src.path), f"O={out}", f"-j{os.cpu_count() or 2}", "bzImage"]
+    rc, wall, cpu = _timed(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise RuntimeError(f"cold build of vng's config failed (exit {rc})")
+    return wall, cpu
+
+
+def _bare_boot(bz: Path, acc: accel.Accel) -> float:
+    spec = vm.VMSpec(bz, cpus=2, memory="1G", no_output_s=120, total_s=300)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.monotonic()
+        res = vm.run(spec, acc, "true", Path(d) / "console.log")
+        if res.end != "exited":
+            raise RuntimeError(f"bare vng boot ended with {res.end}")
+        return time.monotonic() - t0
+
+
+def _wqh_run(out: Path, kernel: str | None) -> tuple[float, dict]:
+    cmd = [sys.executable, "-m", "harness", "run", str(SCENARIOS / "smoke.yaml"), "--out", str(out)]
+    if kernel:
+        cmd += ["--kernel", kernel]
+    t0 = time.monotonic()
+    rc = procs.run(cmd, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - t0
+    if rc != 0:
+        raise RuntimeError(f"wqh run smoke.yaml failed (exit {rc}); see {out}")
+    return wall, json.loads((out / "results.json").read_text())
+
+
+def main(a) -> int:
+    out: Path = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    figs: list[Figure] = []
+    src = source.resolve(a.kernel)
+    log = (out / "bench-build.log").open("w")
+
+    def add(f: Figure) -> None:
+        figs.append(f)
+        print(f.line(), flush=True)
+
+    if not a.skip_cold:
+        work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
+        try:
+            print("bench: cold build of wqh's default config (no ccache)...", flush=True)
+            w_ours, c_ours = _cold_build_ours(src, work, log)
+            print("bench: cold build of vng --kconfig's config (no ccache)...", flush=True)
+            w_vng, c_vng = _cold_build_vng(src, work, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        add(Figure("cold_build_cpu", c_ours, "s", c_vng, "vng --kconfig", c_ours / c_vng, "<= 0.40"))
+        add(Figure("cold_build_wall", w_ours, "s", w_vng, "vng --kconfig", w_ours / w_vng))
+
+    # First run builds (or reuses) the kernel; the second is the warm re-run.
+    _wqh_run(out / "run-first", a.kernel)
+    warm, res = _wqh_run(out / "run-warm", a.kernel)
+    kinfo = next(iter(res["kernels"].values()))
+    bz = Path(json.loads((Path(kinfo["artifacts"]) / "build.json").read_text())["bzimage"])
+    acc = accel.choose(bz)
+    bare = _bare_boot(bz, acc)
+    first = res["timings"].get("boot_to_first_test_s")
+    add(Figure("warm_rerun_smoke", warm, "s", target="<= 30"))
+    if first is not None:
+        add(Figure("boot_to_first_test", first, "s", bare, "bare vng --exec true", first / bare))
+    add(Figure("bare_vng_exec_true", bare, "s"))
+    (out / "bench.json").write_text(json.dumps({
+        "accel": acc.name, "kernel": src.identity, "cpus": os.cpu_count(),
+        "figures": [asdict(f) for f in figs]}, indent=2) + "\n")
+    print(f"bench: wrote {out / 'bench.json'}")
+    return 0

@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+
+
+@pytest.fixture
+def wqh_cmd():
+    """The wqh command line of this checkout's interpreter."""
+    return [sys.executable, "-m", "harness"]
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("WQH_CACHE", str(d))
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    # vm tests build and boot real kernels: run them last, fast feedback first.
+    items.sort(key=lambda i: 1 if i.get_closest_marker("vm") else 0)
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

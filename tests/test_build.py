@@ -1,0 +1,109 @@
+"""The build module against a fake kernel Makefile: keys, reuse, stamps, failures."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import build
+from harness.build import BuildKey
+from harness.config import ConfigResult
+from harness.errors import InfraError
+from harness.source import KernelSource
+
+from conftest import DATA
+
+
+def fake_source(tmp_path, immutable=True):
+    tree = tmp_path / "tree"
+    shutil.copytree(DATA / "fake-kernel", tree)
+    return KernelSource(tree, f"fake:{tree}", "path", immutable)
+
+
+def cfg(text="CONFIG_WATCH_QUEUE=y\n"):
+    import hashlib
+
+    return ConfigResult(text, hashlib.sha256(text.encode()).hexdigest()[:16], (), None)
+
+
+def test_key_depends_on_source_config_and_patches():
+    k = BuildKey("debian:6.1.192-2", "aaaa")
+    assert k.digest == BuildKey("debian:6.1.192-2", "aaaa").digest
+    others = {BuildKey("debian:6.1.191-1", "aaaa").digest, BuildKey("debian:6.1.192-2", "bbbb").digest,
+              BuildKey("debian:6.1.192-2", "aaaa", ("p1",)).digest,
+              BuildKey("debian:6.1.192-2", "aaaa", ("p1", "p2")).digest}
+    assert k.digest not in others and len(others) == 4
+    # Field boundaries are part of the hash: ('ab','c') != ('a','bc').
+    assert BuildKey("ab", "c").digest != BuildKey("a", "bc").digest
+
+
+def test_build_then_reuse_without_make(tmp_path, tmp_cache):
+    src = fake_source(tmp_path)
+    b = build.build(src, cfg(), ccache=False, quiet=True)
+    assert not b.reused and b.bzimage.read_text() == "image\n"
+    assert b.objects == 2
+    assert set(b.phases) >= {"prepare", "compile", "link", "image"}
+    assert (b.builddir / ".config").read_text() == "CONFIG_WATCH_QUEUE=y\n"
+    b2 = build.build(src, cfg(), ccache=False, quiet=True)
+    assert b2.reused and b2.builddir == b.builddir
+    assert (b.builddir / "runs").read_text() == "run\n"  # make ran once
+    b3 = build.build(src, cfg("CONFIG_KASAN=y\n"), ccache=False, quiet=True)
+    assert b3.builddir != b.builddir and not b3.reused
+
+
+def test_mutable_tree_always_runs_make(tmp_path, tmp_cache):
+    src = fake_source(tmp_path, immutable=False)
+    build.build(src, cfg(), ccache=False, quiet=True)
+    b = build.build(src, cfg(), ccache=False, quiet=True)
+    assert not b.reused
+    assert (b.builddir / "runs").read_text() == "run\nrun\n"
+
+
+def test_failed_build_shows_first_error_and_is_not_stamped(tmp_path, tmp_cache, monkeypatch):
+    src = fake_source(tmp_path)
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    with pytest.raises(InfraError) as e:
+        build.build(src, cfg(), ccache=False, quiet=True)
+    assert "kernel/watch_queue.c:42:1: error: expected ';'" in str(e.value)
+    assert e.value.exit_code == 2
+    bdir = build.builddir_for(BuildKey(src.identity, cfg().hash))
+    assert not (bdir / build.STAMP).exists()
+    assert (bdir / "build.log").exists()
+    monkeypatch.delenv("FAKE_FAIL")
+    assert not build.build(src, cfg(), ccache=False, quiet=True).reused
+
+
+def test_interrupted_build_is_not_reused_and_leaves_no_make(tmp_path, tmp_cache):
+    """SIGTERM to a process building: make's whole group dies, no stamp, next build runs."""
+    src = fake_source(tmp_path)
+    code = ("import sys; from harness import build, procs; from harness.source import KernelSource;"
+            "from harness.config import ConfigResult; procs.install_handlers();"
+            f"src = KernelSource(__import__('pathlib').Path({str(src.path)!r}), {src.identity!r}, 'path', True);"
+            f"build.build(src, ConfigResult('CONFIG_WATCH_QUEUE=y\\n', {cfg().hash!r}, (), None), ccache=False)")
+    env = dict(os.environ, FAKE_SLEEP="60")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    bdir = build.builddir_for(BuildKey(src.identity, cfg().hash))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (bdir / "build.log").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
+    assert sleepers, "the fake build did not start"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=15)
+    assert p.returncode != 0
+    for pid in sleepers:
+        assert not os.path.exists(f"/proc/{pid}"), "make's child outlived wqh"
+    assert not (bdir / build.STAMP).exists()
+    b = build.build(src, cfg(), ccache=False, quiet=True)
+    assert not b.reused and b.bzimage.exists()
+
+
+def test_first_errors_picks_the_first_error_block():
+    log = "\n".join(["  CC a.o", "  CC b.o", "b.c:1:2: error: x", "more", "make: *** [b.o] Error 1"])
+    assert build.first_errors(log)[0] == "  CC a.o"
+    assert "b.c:1:2: error: x" in build.first_errors(log)

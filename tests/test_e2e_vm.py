@@ -1,0 +1,165 @@
+"""End to end, for real: build the default kernel, boot it with virtme-ng, run guest tests.
+
+These use the real cache (~/.cache/wqh or $WQH_CACHE): the first run on a machine
+builds the kernel (minutes), later runs reuse it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import build, source
+from harness.paths import SCENARIOS
+
+from conftest import DATA
+
+pytestmark = pytest.mark.vm
+WQH = [sys.executable, "-m", "harness"]
+
+
+def wqh(*args, timeout=3000, **kw):
+    return subprocess.run(WQH + list(args), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def no_process_mentions(text: str) -> bool:
+    r = subprocess.run(["pgrep", "-af", text], capture_output=True, text=True)
+    return r.stdout.strip() == ""
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    r = wqh("run", str(SCENARIOS / "smoke.yaml"), "--out", str(out))
+    return r, out
+
+
+def test_smoke_passes_on_the_default_kernel(smoke):
+    r, out = smoke
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = results(out)
+    assert [(t["test"], t["outcome"]) for t in res["tests"]] == [
+        ("guest-tests/test_smoke.py::test_key_update_gives_one_record", "pass")]
+    assert res["summary"] == {"pass": 1}
+    assert res["tests"][0]["kernel"].startswith("debian:linux-source-6.1:")
+    assert f"artifacts: {out}" in r.stdout
+    (vmdir,) = [d for d in out.iterdir() if d.name.startswith("vm1-")]
+    console = (vmdir / "console.log").read_text()
+    assert "wqh: begin guest-tests/test_smoke.py::test_key_update_gives_one_record" in console
+    assert "wqh: end guest-tests/test_smoke.py::test_key_update_gives_one_record pass" in console
+    assert "wqh: agent done" in console
+    cmd = (vmdir / "vng-command.txt").read_text()
+    assert "--run" in cmd and "--exec" in cmd
+    (kdir,) = (out / "kernels").iterdir()
+    dot = (kdir / ".config").read_text()
+    assert "CONFIG_WATCH_QUEUE=y" in dot and "CONFIG_KEY_NOTIFICATIONS=y" in dot
+    assert (kdir / "build-log-tail.txt").exists()
+    guest = json.loads((vmdir / "guest" / "guest-results.json").read_text())
+    assert guest["done"] is True
+    assert "wqh: begin" in (vmdir / "guest" / "dmesg.txt").read_text()
+    for f in ("junit.xml", "results.ktap"):
+        assert (out / f).exists()
+
+
+def test_rerun_reuses_the_build(smoke, tmp_path):
+    assert smoke[0].returncode == 0
+    r = wqh("run", str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (kdir,) = (tmp_path / "kernels").iterdir()
+    assert json.loads((kdir / "build.json").read_text())["reused"] is True
+    assert "reused" in r.stdout
+
+
+def test_a_failing_guest_test_is_fail_and_exit_1(smoke, tmp_path):
+    r = wqh("run", str(DATA / "scenarios" / "fail-on-purpose.yaml"), "--out", str(tmp_path))
+    assert r.returncode == 1, r.stdout + r.stderr
+    (t,) = results(tmp_path)["tests"]
+    assert t["outcome"] == "fail" and t["expected"] == "pass"
+    assert "assert 7 == 8" in t["message"]
+
+
+@pytest.mark.slow
+def test_an_impossible_fragment_is_exit_2_naming_option_and_dependency(tmp_path):
+    r = wqh("run", str(DATA / "scenarios" / "impossible-kconfig.yaml"), "--out", str(tmp_path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "CONFIG_USB_STORAGE=y" in r.stderr
+    assert "impossible.config:3" in r.stderr
+    assert "unmet dependency" in r.stderr and "CONFIG_USB=n" in r.stderr
+    (t,) = results(tmp_path)["tests"]
+    assert t["outcome"] == "infra-error"
+
+
+def _wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigterm_mid_boot_leaves_no_qemu(smoke, tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(WQH + ["run", str(SCENARIOS / "smoke.yaml"), "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    console = out / "vm1-*"
+
+    def booting():
+        logs = list(out.glob("vm1-*/console.log"))
+        return bool(logs) and logs[0].stat().st_size > 0
+
+    _wait_for(booting, 120, f"a console log under {console}")
+    assert not no_process_mentions(str(out)), "QEMU should be running now"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert no_process_mentions(str(out)), "QEMU outlived wqh"
+    r = wqh("run", str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_user_tree_sigterm_mid_build_then_incremental(smoke, tmp_path):
+    """--kernel on a plain tree: interrupted build leaves nothing; touch -> incremental only."""
+    tree = source.default_source().path  # pristine, and ccache already knows its objects
+    p = subprocess.Popen(WQH + ["build", "--kernel", str(tree)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = []
+
+    def compiling():
+        logs[:] = [p for p in build.cache_dir().glob("builds/*/build.log")
+                   if p.stat().st_mtime > time.time() - 30 and "CC " in p.read_text(errors="replace")]
+        return bool(logs)
+
+    _wait_for(compiling, 300, "the build to start compiling")
+    bdir = logs[0].parent
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert no_process_mentions(f"O={bdir}"), "make outlived wqh"
+    assert not (bdir / build.STAMP).exists()
+
+    r = wqh("build", "--kernel", str(tree))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (bdir / build.STAMP).exists()
+
+    os.utime(tree / "kernel" / "watch_queue.c")
+    r = wqh("build", "--kernel", str(tree))
+    assert r.returncode == 0, r.stdout + r.stderr
+    cc = [ln.split()[-1] for ln in (bdir / "build.log").read_text().splitlines()
+          if ln.startswith("  CC ")]
+    assert "kernel/watch_queue.o" in cc
+    assert len(cc) <= 5, f"expected an incremental rebuild, compiled: {cc}"
+
+    r = wqh("run", "--kernel", str(tree), str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "r"))
+    assert r.returncode == 0, r.stdout + r.stderr

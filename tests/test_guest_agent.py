@@ -1,0 +1,78 @@
+"""The guest agent run on the host: markers, the results file, outcomes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from harness.guest import protocol
+
+
+def run_agent(tmp_path, tests_src):
+    tdir = tmp_path / "t"
+    tdir.mkdir()
+    f = tdir / "test_mix.py"
+    f.write_text(textwrap.dedent(tests_src))
+    out = tmp_path / "out"
+    out.mkdir()
+    kmsg = tmp_path / "kmsg.txt"
+    plan = {"results_dir": str(out), "kmsg": str(kmsg),
+            "tests": [{"id": "t/test_mix.py::test_ok", "node": f"{f}::test_ok"},
+                      {"id": "t/test_mix.py::test_bad", "node": f"{f}::test_bad"},
+                      {"id": "t/test_mix.py::test_skip", "node": f"{f}::test_skip"},
+                      {"id": "t/test_mix.py::test_param", "node": f"{f}::test_param"}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = subprocess.run([sys.executable, "-m", "harness.guest.agent", str(tmp_path / "plan.json")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    return r, protocol.read(str(out / protocol.RESULTS)), kmsg.read_text()
+
+
+SRC = """\
+    import pytest
+
+    def test_ok():
+        assert 1 + 1 == 2
+
+    def test_bad():
+        assert 40 + 2 == 43, "arithmetic"
+
+    def test_skip():
+        pytest.skip("no watch queue here")
+
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_param(n):
+        assert n in (1, 2)
+    """
+
+
+def test_outcomes_markers_and_results_file(tmp_path):
+    r, res, kmsg = run_agent(tmp_path, SRC)
+    assert r.returncode == 0, r.stderr
+    assert res["done"] is True and res["pytest_exit"] == 1
+    got = {t["id"]: t["outcome"] for t in res["tests"]}
+    assert got == {"t/test_mix.py::test_ok": "pass", "t/test_mix.py::test_bad": "fail",
+                   "t/test_mix.py::test_skip": "skip",
+                   "t/test_mix.py::test_param[1]": "pass", "t/test_mix.py::test_param[2]": "pass"}
+    bad = next(t for t in res["tests"] if t["id"].endswith("test_bad"))
+    assert "arithmetic" in bad["message"]
+    skip = next(t for t in res["tests"] if t["id"].endswith("test_skip"))
+    assert "no watch queue here" in skip["message"]
+    lines = kmsg.splitlines()
+    assert lines[0] == "<5>wqh: begin t/test_mix.py::test_ok"
+    assert lines[1].startswith("<5>wqh: end t/test_mix.py::test_ok pass ")
+    assert lines[-1] == "<5>wqh: agent done"
+    assert sum(1 for ln in lines if "wqh: begin" in ln) == 5
+
+
+def test_import_error_fails_the_module_tests(tmp_path):
+    r, res, _ = run_agent(tmp_path, "import no_such_module_wqh\n\ndef test_ok():\n    pass\n")
+    assert r.returncode == 0
+    outcomes = {t["id"]: t["outcome"] for t in res["tests"]}
+    assert set(outcomes.values()) == {"fail"}
+    assert "no_such_module_wqh" in res["tests"][0]["message"]
+
+
+def test_initial_state_is_lost():
+    st = protocol.initial(["a", "b"])
+    assert st["done"] is False
+    assert [t["outcome"] for t in st["tests"]] == ["lost", "lost"]

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from harness import kconfig
+from harness.errors import InputError
+
+from conftest import DATA
+
+
+def test_fragment_lines_carry_file_and_line(tmp_path):
+    f = tmp_path / "x.config"
+    f.write_text("# comment\n\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=n\nCONFIG_D=\"str\"\n")
+    opts = kconfig.parse_fragment(f)
+    assert [(o.name, o.value, o.line) for o in opts] == [
+        ("A", "y", 3), ("B", "n", 4), ("C", "n", 5), ("D", '"str"', 6)]
+
+
+def test_fragment_garbage_is_an_input_error_with_line(tmp_path):
+    f = tmp_path / "bad.config"
+    f.write_text("CONFIG_A=y\nENABLE KASAN PLEASE\n")
+    with pytest.raises(InputError) as e:
+        kconfig.parse_fragment(f)
+    assert f"{f}:2" in str(e.value)
+    assert e.value.exit_code == 3
+
+
+def test_dotconfig_and_missing_requests(tmp_path):
+    final = kconfig.parse_dotconfig("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_N=16\n")
+    assert final == {"A": "y", "B": "n", "N": "16"}
+    reqs = [kconfig.Option("A", "y", "f", 1), kconfig.Option("B", "y", "f", 2),
+            kconfig.Option("C", "n", "f", 3), kconfig.Option("N", "32", "f", 4),
+            kconfig.Option("N", "16", "g", 1)]  # a later fragment overrides
+    missing = kconfig.requested_missing(reqs, final)
+    assert [(o.name, have) for o, have in missing] == [("B", "n")]
+
+
+def test_dependency_reader_follows_source_if_and_menu():
+    tree = DATA / "kconfig-tree"
+    dep = kconfig.find_dependency(tree, "NINEP", {"NET": "y", "FREE": "y"})
+    assert dep.defined_at == "Kconfig:16"
+    assert dep.expressions == ["NET", "INET", "NET && !OTHER"]
+    assert dep.unmet == ["INET", "OTHER"]  # OTHER is undefined, so n
+
+    sub = kconfig.find_dependency(tree, "SUBOPT", {})
+    assert sub.defined_at == "sub/Kconfig:1"
+    assert sub.unmet == ["FREE", "NET"]
+    assert kconfig.find_dependency(tree, "FREE", {}).unmet == []
+    assert kconfig.find_dependency(tree, "NOPE", {}) is None
