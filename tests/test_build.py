@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from harness.config import ConfigResult
 from harness.errors import InfraError
 from harness.source import KernelSource
 
-from conftest import DATA
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def fake_source(tmp_path, immutable=True):

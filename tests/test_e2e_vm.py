@@ -17,7 +17,7 @@ import pytest
 from harness import build, source
 from harness.paths import SCENARIOS
 
-from conftest import DATA
+DATA = Path(__file__).resolve().parent / "data"
 
 pytestmark = pytest.mark.vm
 WQH = [sys.executable, "-m", "harness"]

@@ -5,7 +5,7 @@ import pytest
 from harness import kconfig
 from harness.errors import InputError
 
-from conftest import DATA
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_fragment_lines_carry_file_and_line(tmp_path):
