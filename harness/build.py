@@ -92,8 +92,11 @@ class _Progress:
         self.target = ""
         self.last_print = 0.0
 
+    ORDER = ("prepare", "compile", "link", "image")
+
     def _enter(self, phase: str) -> None:
-        if phase != self.phase and phase not in self.phases:
+        # Phases only move forward: parallel make interleaves late and early targets.
+        if self.ORDER.index(phase) > self.ORDER.index(self.phase):
             self.phases[phase] = time.monotonic() - self.start
             self.phase = phase
 
@@ -106,11 +109,10 @@ class _Progress:
         if verb == "CC" and target.endswith(".o") and "tools/" not in target:
             self.objects += 1
             self._enter("compile")
-        elif verb == "LD" and ("vmlinux" in target):
+        elif verb == "LD" and target == "vmlinux.o":
             self._enter("link")
-        elif verb in ("BUILD", "OBJCOPY", "ZOFFSET", "MKPIGGY") or "compressed" in target:
-            if self.phase == "link" or "arch/x86/boot" in target:
-                self._enter("image")
+        elif (verb == "LD" and target.endswith("compressed/vmlinux")) or verb == "BUILD":
+            self._enter("image")
         self.show()
 
     def show(self, force: bool = False) -> None:

@@ -53,6 +53,7 @@ class RunSummary:
     out_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     kernels: dict[str, dict] = field(default_factory=dict)
+    interrupted: str | None = None  # the signal's name when the run was cut short
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(r.outcome for r in self.results))
@@ -73,6 +74,7 @@ def to_json(summary: RunSummary) -> dict:
         "tests": [asdict(r) for r in summary.results],
         "summary": summary.counts(),
         "exit_code": summary.exit_code(),
+        "interrupted": summary.interrupted,
         "timings": summary.timings,
         "kernels": summary.kernels,
     }

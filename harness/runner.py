@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,11 +11,11 @@ from pathlib import Path
 
 from harness import accel as accel_mod
 from harness import build as build_mod
-from harness import config, results, source, verdict, vm
+from harness import config, procs, results, source, verdict, vm
 from harness.errors import WqhError
 from harness.guest import protocol
 from harness.paths import REPO
-from harness.scenario import Scenario, VMShape
+from harness.scenario import Scenario, TestRef, VMShape
 
 # Timeout multipliers: a sanitizer slows the guest, TCG is the baseline, KVM is faster.
 SANITIZER_FACTORS = {"KASAN": 2.5, "DEBUG_KMEMLEAK": 1.5, "PROVE_LOCKING": 1.5, "KCSAN": 3.0}
@@ -91,32 +90,33 @@ def _save_kernel_artifacts(out: Path, b: build_mod.BuildResult, cfg: config.Conf
     return d
 
 
-def run_vm(out: Path, name: str, scenarios: list[Scenario], shape: VMShape,
+Item = tuple[Scenario, TestRef]
+
+
+def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
            b: build_mod.BuildResult, acc: accel_mod.Accel, factor: float, kernel_id: str,
-           echo: bool) -> tuple[list[results.TestResult], vm.VMResult | None]:
+           echo: bool) -> tuple[list[results.TestResult], vm.VMResult]:
+    """One boot running ITEMS in order. Tests it never started come back as 'lost'."""
     vdir = out / name
     gdir = vdir / "guest"
     gdir.mkdir(parents=True, exist_ok=True)
-    plan_tests = []
-    order = []
-    for s in scenarios:
-        for t in s.tests:
-            plan_tests.append({"id": t.id, "node": t.node})
-            order.append((s.name, t.id, t.expect))
+    plan_tests = [{"id": t.id, "node": t.node} for _, t in items]
+    order = [(s.name, t.id, t.expect) for s, t in items]
     plan = {"results_dir": str(gdir), "tests": plan_tests}
     plan_file = vdir / "plan.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     # Pre-written as lost: a VM that dies reads as a failure, never as a pass.
     protocol.write_atomic(str(gdir / protocol.RESULTS), protocol.initial([t["id"] for t in plan_tests]))
 
-    no_output = max(s.timeouts.no_output for s in scenarios) * factor
-    total = (sum(s.timeouts.total for s in scenarios) + BOOT_ALLOWANCE_S) * factor
+    scs = list({id(s): s for s, _ in items}.values())
+    no_output = max(s.timeouts.no_output for s in scs) * factor
+    total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
                      rwdirs=(vdir,), no_output_s=no_output, total_s=total)
     py = shlex.quote(sys.executable)
     exec_cmd = (f"cd {shlex.quote(str(REPO))} && PYTHONPATH={shlex.quote(str(REPO))} "
                 f"PYTHONDONTWRITEBYTECODE=1 {py} -m harness.guest.agent {shlex.quote(str(plan_file))}")
-    print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}; "
+    print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}; {len(items)} tests; "
           f"no-output timeout {no_output:.0f}s, total {total:.0f}s)", flush=True)
     vres = vm.run(spec, acc, exec_cmd, vdir / "console.log", echo=echo)
     try:
@@ -132,6 +132,35 @@ def run_vm(out: Path, name: str, scenarios: list[Scenario], shape: VMShape,
     return rs, vres
 
 
+def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildResult,
+              acc: accel_mod.Accel, factor: float, kernel_id: str, echo: bool,
+              next_name) -> tuple[list[results.TestResult], list[vm.VMResult]]:
+    """Run ITEMS, booting a fresh VM for the tests a dead VM never started.
+
+    A VM that started no test at all is an infrastructure failure: no retry.
+    """
+    done: list[results.TestResult] = []
+    vms: list[vm.VMResult] = []
+    pending = list(items)
+    while pending:
+        rs, vres = run_vm(out, next_name(), pending, shape, b, acc, factor, kernel_id, echo)
+        vms.append(vres)
+        lost_ids = {r.test for r in rs if r.outcome == protocol.LOST}
+        started = [r for r in rs if r.outcome != protocol.LOST]
+        done += started
+        if not lost_ids:
+            break
+        if not started:
+            for r in rs:
+                r.outcome = results.INFRA
+                r.message = f"never ran: the VM ended ({vres.end}) before any test started"
+            done += rs
+            break
+        pending = [(s, t) for s, t in pending if t.id in lost_ids]
+        print(f"wqh: VM ended ({vres.end}); {len(pending)} tests left, booting a fresh VM", flush=True)
+    return done, vms
+
+
 def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     t0 = time.time()
     out = (opts.out or default_out_dir()).resolve()
@@ -139,6 +168,17 @@ def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     summary = results.RunSummary([], t0, t0, out)
     try:
         _run(scenarios, opts, summary)
+    except procs.Interrupted as e:
+        # Tests that had no verdict yet: say so rather than leave them out.
+        decided = {(r.scenario, r.test) for r in summary.results}
+        for s in scenarios:
+            for t in s.tests:
+                if (s.name, t.id) not in decided:
+                    summary.results.append(results.TestResult(
+                        scenario=s.name, test=t.id, kernel="", outcome=results.INFRA,
+                        expected=t.expect, message=f"not run: wqh was interrupted by {e}"))
+        summary.interrupted = str(e)
+        raise
     finally:
         summary.finished = time.time()
         results.write_all(summary)
@@ -180,20 +220,21 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
         for s in g.scenarios:
             shapes.setdefault(s.vm, []).append(s)
         for shape, scs in shapes.items():
-            vm_index += 1
-            name = f"vm{vm_index}-{b.key[:8]}"
+            items = [(s, t) for s in scs for t in s.tests]
+
+            def next_name(key=b.key[:8]):
+                nonlocal vm_index
+                vm_index += 1
+                return f"vm{vm_index}-{key}"
+
             try:
-                rs, vres = run_vm(out, name, scs, shape, b, acc, factor, kernel_id, opts.echo)
+                rs, vms = run_items(out, items, shape, b, acc, factor, kernel_id, opts.echo, next_name)
             except WqhError as e:
                 print(f"wqh: {e}", file=sys.stderr)
                 summary.results += _infra(scs, kernel_id, str(e))
                 continue
             summary.results += rs
-            summary.timings["vm_s"] = summary.timings.get("vm_s", 0) + vres.duration_s
-            if vres.first_test_s is not None and "boot_to_first_test_s" not in summary.timings:
-                summary.timings["boot_to_first_test_s"] = round(vres.first_test_s, 2)
-
-
-def copy_artifact(src: Path, dst: Path) -> None:
-    if src.exists():
-        shutil.copy2(src, dst)
+            for vres in vms:
+                summary.timings["vm_s"] = round(summary.timings.get("vm_s", 0) + vres.duration_s, 2)
+                if vres.first_test_s is not None and "boot_to_first_test_s" not in summary.timings:
+                    summary.timings["boot_to_first_test_s"] = round(vres.first_test_s, 2)

@@ -55,12 +55,10 @@ def decide(scenario_tests: list[tuple[str, str, str]], guest: dict | None, vm: V
                 outcome = _RUNNING_END.get(end, "crash" if reps else INFRA)
                 msg = f"VM ended ({end}) while this test ran. " + msg
             elif outcome == protocol.LOST:
-                if boot_reports and end in ("panic", "exited"):
-                    outcome, reps = "crash", _reports(boot_reports)
-                    msg = "kernel report before the first test; the test never ran"
-                else:
-                    outcome = INFRA
-                    msg = f"never ran: VM ended ({end}) before this test started"
+                # Never started: the runner retries it in a fresh VM, or calls it infra-error.
+                msg = f"never ran: VM ended ({end}) before this test started"
+                if boot_reports:
+                    reps = _reports(boot_reports)
             elif reps and outcome in ("pass", "fail", "skip"):
                 # A kernel report inside a test is a crash, whatever pytest said.
                 msg = f"kernel report during the test (pytest said {outcome}). " + msg

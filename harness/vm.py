@@ -140,10 +140,7 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
         end = "interrupted"
         raise
     finally:
-        if child.isalive():
-            procs.kill_group(child.pid)
-        else:
-            procs.kill_group(child.pid, grace=0.5)  # anything it left in its group
+        procs.kill_group(child.pid)  # vng, QEMU and anything else in its group
         try:
             child.close(force=True)
         except Exception:  # noqa: BLE001 - best effort, the group is already dead

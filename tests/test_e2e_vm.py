@@ -163,3 +163,27 @@ def test_user_tree_sigterm_mid_build_then_incremental(smoke, tmp_path):
 
     r = wqh("run", "--kernel", str(tree), str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "r"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_panic_is_a_crash_and_ends_the_vm_promptly(smoke, tmp_path):
+    r = wqh("run", str(DATA / "scenarios" / "panic.yaml"), "--out", str(tmp_path))
+    res = results(tmp_path)
+    by = {t["test"].split("::")[-1]: t for t in res["tests"]}
+    # Expected crash -> xfail; the test after it runs in a fresh VM.
+    assert by["test_panic"]["outcome"] == "xfail", by
+    assert any("sysrq triggered crash" in x["title"] for x in by["test_panic"]["reports"])
+    assert by["test_after"]["outcome"] == "pass"
+    assert by["test_after"]["vm"].startswith("vm2-")
+    assert r.returncode == 0, r.stdout + r.stderr
+    vmj = json.loads(next(tmp_path.glob("vm1-*/vm.json")).read_text())
+    assert vmj["end"] == "panic"
+    assert vmj["duration_s"] < 120
+
+
+def test_silence_is_a_hang(smoke, tmp_path):
+    r = wqh("run", str(DATA / "scenarios" / "hang.yaml"), "--out", str(tmp_path))
+    by = {t["test"].split("::")[-1]: t["outcome"] for t in results(tmp_path)["tests"]}
+    assert by == {"test_silence": "hang", "test_after": "pass"}
+    assert r.returncode == 1
+    vmj = json.loads(next(tmp_path.glob("vm1-*/vm.json")).read_text())
+    assert vmj["end"] == "hang"
