@@ -187,3 +187,21 @@ def test_silence_is_a_hang(smoke, tmp_path):
     assert r.returncode == 1
     vmj = json.loads(next(tmp_path.glob("vm1-*/vm.json")).read_text())
     assert vmj["end"] == "hang"
+
+
+def test_shell_gives_an_interactive_guest_on_the_built_kernel(smoke):
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "harness", "shell"], encoding="utf-8",
+                          timeout=180, dimensions=(40, 200))
+    try:
+        child.expect(r"[#$] ", timeout=180)
+        child.sendline("echo wq-$((6*7)); cat /proc/sys/kernel/osrelease")
+        child.expect("wq-42", timeout=60)
+        child.expect(r"6\.1\.\d+", timeout=60)
+        child.sendline("exit")
+        child.expect(pexpect.EOF, timeout=120)
+    finally:
+        child.close(force=True)
+    time.sleep(0.5)
+    assert no_process_mentions("qemu-system-x86_64 -name virtme-ng"), "QEMU outlived the shell"
