@@ -7,6 +7,7 @@ key is a hash of that final .config, not of the fragment names.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import subprocess
 from dataclasses import dataclass, field
@@ -74,6 +75,13 @@ def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
     """fragments (merge_config.sh -m) as KCONFIG_ALLCONFIG of allnoconfig, olddefconfig, verify."""
     staging = cache_dir() / "configs" / src.key
     staging.mkdir(parents=True, exist_ok=True)
+    # One merge at a time per source: the staging directory is shared.
+    with (staging / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge_locked(src, fragments, staging)
+
+
+def _merge_locked(src: KernelSource, fragments: tuple[Path, ...], staging: Path) -> ConfigResult:
     log = staging / "config.log"
     log.write_text("")
     requests: list[kconfig.Option] = []

@@ -97,11 +97,28 @@ def test_interrupted_build_is_not_reused_and_leaves_no_make(tmp_path, tmp_cache)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=15)
     assert p.returncode != 0
-    for pid in sleepers:
-        assert not os.path.exists(f"/proc/{pid}"), "make's child outlived wqh"
+    assert _gone(sleepers), "make's child outlived wqh"
     assert not (bdir / build.STAMP).exists()
     b = build.build(src, cfg(), ccache=False, quiet=True)
     assert not b.reused and b.bzimage.exists()
+
+
+def _gone(pids, timeout=3.0):
+    """True once none of PIDS is a live process (a zombie awaiting its reaper is dead)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = []
+        for pid in pids:
+            try:
+                state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                live.append(pid)
+        if not live:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_first_errors_picks_the_first_error_block():
