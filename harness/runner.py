@@ -206,7 +206,9 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             summary.results += _infra(g.scenarios, kernel_id, str(e))
             continue
         kdir = _save_kernel_artifacts(out, b, cfg)
-        how = "reused" if b.reused else f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU"
+        phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
+        how = ("reused" if b.reused else
+               f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
         print(f"wqh: kernel {b.key} {how} ({b.bzimage})", flush=True)
         summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
         summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
