@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import resource
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from harness.paths import cache_dir
 from harness.source import KernelSource
 
 STAMP = ".wqh-complete"
+SOURCE_META = ".wqh-source.json"
 _KBUILD_LINE = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*)\s+(\S.*)$")
 # Lines that mark where a build failed, first ones first (kunit.py shows these too).
 _ERROR_LINE = re.compile(r"(error:|Error \d|undefined reference|No rule to make target|\*\*\*)")
@@ -59,6 +62,7 @@ class BuildResult:
     objects: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     ccache: bool = False
+    seeded_from: str | None = None
 
 
 def builddir_for(key: BuildKey) -> Path:
@@ -150,15 +154,53 @@ def first_errors(log_text: str, limit: int = 12) -> list[str]:
     return lines[-limit:]
 
 
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = path.open("w")
+_lock_depth = 0
+_lock_fh = None
+
+
+@contextmanager
+def machine_lock():
+    """Kernel builds own both cores: one wqh builds at a time. Re-entrant in a process."""
+    global _lock_depth, _lock_fh
+    if _lock_depth == 0:
+        path = cache_dir() / "build.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"wqh: waiting for another build to finish ({path})", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        _lock_fh = fh
+    _lock_depth += 1
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"wqh: waiting for another build to finish ({path})", file=sys.stderr, flush=True)
-        fcntl.flock(fh, fcntl.LOCK_EX)
-    return fh
+        yield
+    finally:
+        _lock_depth -= 1
+        if _lock_depth == 0 and _lock_fh is not None:
+            _lock_fh.close()
+            _lock_fh = None
+
+
+def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> Path | None:
+    """Start a new variant build directory from a finished one of the same tree and config.
+
+    Safe because switching variants gives every differing file a fresh mtime
+    (patches.py), so make recompiles exactly those.
+    """
+    for donor in sorted((cache_dir() / "builds").iterdir()):
+        meta = donor / SOURCE_META
+        if donor == bdir or not (donor / STAMP).exists() or not meta.exists():
+            continue
+        try:
+            m = json.loads(meta.read_text())
+        except ValueError:
+            continue
+        if m.get("path") == str(src.path) and m.get("config") == cfg.hash:
+            if procs.run(["cp", "-a", f"{donor}/.", str(bdir)]) == 0:
+                (bdir / STAMP).unlink(missing_ok=True)
+                return donor
+    return None
 
 
 def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
@@ -167,58 +209,67 @@ def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
     key = BuildKey(src.identity, cfg.hash, patches)
     bdir = builddir_for(key)
     bdir.mkdir(parents=True, exist_ok=True)
+    result = BuildResult(key.digest, bdir, bdir / "arch" / "x86" / "boot" / "bzImage",
+                         bdir / "vmlinux", bdir / "build.log", reused=True)
+
+    with machine_lock():
+        return _build_locked(src, cfg, key, bdir, result, jobs, force, target, ccache, quiet)
+
+
+def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Path,
+                  result: BuildResult, jobs: int | None, force: bool, target: str,
+                  ccache: bool | None, quiet: bool) -> BuildResult:
     stamp = bdir / STAMP
-    bzimage = bdir / "arch" / "x86" / "boot" / "bzImage"
-    log = bdir / "build.log"
-    result = BuildResult(key.digest, bdir, bzimage, bdir / "vmlinux", log, reused=True)
-
-    # Kernel builds own both cores: one at a time per machine.
-    lockfh = _lock(cache_dir() / "build.lock")
-    try:
-        if (src.immutable and not force and stamp.exists()
-                and stamp.read_text().split()[0] == key.digest and bzimage.is_file()):
-            return result
-        stamp.unlink(missing_ok=True)
-        dot = bdir / ".config"
-        if not dot.exists() or dot.read_text() != cfg.dotconfig:
-            dot.write_text(cfg.dotconfig)
-
-        if ccache is None:
-            ccache = use_ccache()
-        env = ccache_env() if ccache else dict(os.environ)
-        jobs = jobs or os.cpu_count() or 2
-        cmd = ["make", "-C", str(src.path), f"O={bdir}", f"-j{jobs}"]
-        if ccache:
-            cmd.append("CC=ccache gcc")
-        cmd.append(target)
-
-        progress = _Progress()
-        if quiet:
-            progress.out = open(os.devnull, "w")
-            progress.tty = False
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        with log.open("w") as fh:
-            fh.write(f"$ {' '.join(cmd)}\n")
-            fh.flush()
-            with procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env=env, text=True, errors="replace", bufsize=1) as p:
-                for line in p.stdout:
-                    fh.write(line)
-                    progress.feed(line)
-                rc = p.wait()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result.phases = progress.done()
-        result.wall_s = round(time.monotonic() - t0, 2)
-        result.cpu_s = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
-        result.objects = progress.objects
-        result.reused = False
-        result.ccache = ccache
-        if rc != 0 or not bzimage.is_file():
-            errs = "\n".join("  " + ln for ln in first_errors(log.read_text(errors="replace")))
-            raise InfraError(f"kernel build failed (make exit {rc}) in {bdir}:\n{errs}",
-                             hint=f"full log: {log}")
-        stamp.write_text(f"{key.digest} {src.identity} {cfg.hash} {time.time():.0f}\n")
+    bzimage = result.bzimage
+    log = result.log
+    if (src.immutable and not force and stamp.exists()
+            and stamp.read_text().split()[0] == key.digest and bzimage.is_file()):
         return result
-    finally:
-        lockfh.close()
+    stamp.unlink(missing_ok=True)
+    dot = bdir / ".config"
+    if not dot.exists() and src.kind == "variant":
+        donor = _seed(bdir, src, cfg)
+        if donor is not None:
+            result.seeded_from = donor.name
+    if not dot.exists() or dot.read_text() != cfg.dotconfig:
+        dot.write_text(cfg.dotconfig)
+
+    if ccache is None:
+        ccache = use_ccache()
+    env = ccache_env() if ccache else dict(os.environ)
+    jobs = jobs or os.cpu_count() or 2
+    cmd = ["make", "-C", str(src.path), f"O={bdir}", f"-j{jobs}"]
+    if ccache:
+        cmd.append("CC=ccache gcc")
+    cmd.append(target)
+
+    progress = _Progress()
+    if quiet:
+        progress.out = open(os.devnull, "w")
+        progress.tty = False
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    with log.open("w") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        with procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env, text=True, errors="replace", bufsize=1) as p:
+            for line in p.stdout:
+                fh.write(line)
+                progress.feed(line)
+            rc = p.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result.phases = progress.done()
+    result.wall_s = round(time.monotonic() - t0, 2)
+    result.cpu_s = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
+    result.objects = progress.objects
+    result.reused = False
+    result.ccache = ccache
+    if rc != 0 or not bzimage.is_file():
+        errs = "\n".join("  " + ln for ln in first_errors(log.read_text(errors="replace")))
+        raise InfraError(f"kernel build failed (make exit {rc}) in {bdir}:\n{errs}",
+                         hint=f"full log: {log}")
+    (bdir / SOURCE_META).write_text(json.dumps({"path": str(src.path), "identity": src.identity,
+                                                "config": cfg.hash}) + "\n")
+    stamp.write_text(f"{key.digest} {src.identity} {cfg.hash} {time.time():.0f}\n")
+    return result

@@ -41,6 +41,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--fragment", "-f", action="append", default=[],
                    help="kconfig fragment name (kconfigs/NAME.config) or path; repeatable; "
                         "default: watch-queue")
+    b.add_argument("--patch", action="append", default=[], type=Path,
+                   help="apply this patch (-p1) to a private variant of the tree; repeatable")
     b.add_argument("--rebuild", action="store_true", help="run make even for a cached build")
 
     s = sub.add_parser("shell", help="interactive guest on a built kernel")
@@ -84,9 +86,19 @@ def cmd_run(a) -> int:
 def cmd_build(a) -> int:
     from harness import build, config, source
 
+    from harness import patches
+
     src = source.resolve(a.kernel)
-    cfg = config.merge(src, _fragments(a.fragment))
-    b = build.build(src, cfg, jobs=a.jobs, force=a.rebuild)
+    pl = tuple(p.resolve() for p in a.patch)
+    for p in pl:
+        if not p.is_file():
+            raise InputError(f"--patch {p}: no such file", key="--patch")
+    with build.machine_lock():
+        ksrc = patches.materialize(src, pl) if pl else src
+        cfg = config.merge(ksrc, _fragments(a.fragment))
+        b = build.build(ksrc, cfg, patches.patch_hashes(pl), jobs=a.jobs, force=a.rebuild)
+    if b.seeded_from:
+        print(f"wqh: build directory seeded from {b.seeded_from}")
     if b.reused:
         print(f"wqh: cached build {b.key}")
     else:

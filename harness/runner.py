@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import accel as accel_mod
 from harness import build as build_mod
-from harness import config, procs, results, source, verdict, vm
+from harness import config, patches, procs, results, source, verdict, vm
 from harness.errors import WqhError
 from harness.guest import protocol
 from harness.paths import REPO
@@ -193,14 +193,16 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     for g in group_kernels(scenarios):
         kernel_id = src.identity
         try:
-            t = time.monotonic()
-            cfg = config.merge(src, g.fragments)
-            summary.timings["config_s"] = summary.timings.get("config_s", 0) + round(time.monotonic() - t, 2)
-            kernel_id = f"{src.identity}+{cfg.hash}"
-            if g.patches:
-                raise WqhError("kernel.patches is not supported by this version of wqh",
-                               hint="build the patched tree yourself and pass it with --kernel")
-            b = build_mod.build(src, cfg, jobs=opts.jobs, force=opts.force_build)
+            # The lock covers the variant slot too: it must not switch under a build.
+            with build_mod.machine_lock():
+                ksrc = patches.materialize(src, g.patches) if g.patches else src
+                t = time.monotonic()
+                cfg = config.merge(ksrc, g.fragments)
+                summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
+                                                    + time.monotonic() - t, 2)
+                kernel_id = f"{ksrc.identity}+{cfg.hash}"
+                b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
+                                    force=opts.force_build)
         except WqhError as e:
             print(f"wqh: {e}", file=sys.stderr)
             summary.results += _infra(g.scenarios, kernel_id, str(e))

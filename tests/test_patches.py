@@ -1,0 +1,70 @@
+"""Variants: patched private copies of a tree, switched in place, never touching the base."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import build, patches
+from harness.config import ConfigResult
+from harness.errors import InputError
+from harness.source import KernelSource
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def diff(tmp_path, name, old, new, path="kernel/watch_queue.c"):
+    p = tmp_path / name
+    p.write_text(f"--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-{old}\n+{new}\n")
+    return p
+
+
+@pytest.fixture
+def base(tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(DATA / "fake-kernel", tree)
+    (tree / "kernel" / "watch_queue.c").write_text("fixed\n")
+    (tree / "kernel" / "pipe.c").write_text("pipe fixed\n")
+    return KernelSource(tree, "fake:base", "path", immutable=True)
+
+
+def test_variant_applies_switches_and_leaves_base_alone(base, tmp_path, tmp_cache):
+    wq = base.path / "kernel" / "watch_queue.c"
+    a = diff(tmp_path, "a.patch", "fixed", "buggy A")
+    b = diff(tmp_path, "b.patch", "pipe fixed", "pipe buggy B", "kernel/pipe.c")
+    va = patches.materialize(base, (a,))
+    assert va.kind == "variant" and va.identity.startswith("fake:base+patches:")
+    assert (va.path / "kernel" / "watch_queue.c").read_text() == "buggy A\n"
+    # The base file is untouched and no longer shared; untouched files stay hardlinks.
+    assert wq.read_text() == "fixed\n"
+    assert wq.stat().st_ino != (va.path / "kernel" / "watch_queue.c").stat().st_ino
+    assert (base.path / "Makefile").stat().st_ino == (va.path / "Makefile").stat().st_ino
+    vb = patches.materialize(base, (b,))
+    assert vb.path == va.path and vb.identity != va.identity
+    assert (vb.path / "kernel" / "watch_queue.c").read_text() == "fixed\n"
+    assert (vb.path / "kernel" / "pipe.c").read_text() == "pipe buggy B\n"
+    assert (base.path / "kernel" / "pipe.c").read_text() == "pipe fixed\n"
+    v0 = patches.materialize(base, ())
+    assert (v0.path / "kernel" / "pipe.c").read_text() == "pipe fixed\n"
+
+
+def test_a_patch_that_does_not_apply_is_an_input_error(base, tmp_path, tmp_cache):
+    bad = diff(tmp_path, "bad.patch", "no such line", "x")
+    with pytest.raises(InputError, match="does not apply"):
+        patches.materialize(base, (bad,))
+    good = diff(tmp_path, "a.patch", "fixed", "buggy A")
+    v = patches.materialize(base, (good,))  # the slot is usable after a failed switch
+    assert (v.path / "kernel" / "watch_queue.c").read_text() == "buggy A\n"
+
+
+def test_a_new_variant_build_is_seeded_from_a_finished_one(base, tmp_path, tmp_cache):
+    cfg = ConfigResult("CONFIG_WATCH_QUEUE=y\n", "c0ffee", (), None)
+    a = diff(tmp_path, "a.patch", "fixed", "buggy A")
+    b = diff(tmp_path, "b.patch", "pipe fixed", "pipe buggy B", "kernel/pipe.c")
+    va = patches.materialize(base, (a,))
+    ba = build.build(va, cfg, patches.patch_hashes((a,)), ccache=False, quiet=True)
+    assert ba.seeded_from is None
+    vb = patches.materialize(base, (b,))
+    bb = build.build(vb, cfg, patches.patch_hashes((b,)), ccache=False, quiet=True)
+    assert bb.seeded_from == ba.key and bb.builddir != ba.builddir
+    assert (bb.builddir / "runs").read_text() == "run\nrun\n"  # A's make, then B's
