@@ -212,8 +212,16 @@ def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
     result = BuildResult(key.digest, bdir, bdir / "arch" / "x86" / "boot" / "bzImage",
                          bdir / "vmlinux", bdir / "build.log", reused=True)
 
+    if not force and _finished(src, key, result):
+        return result  # no lock needed to reuse a finished immutable build
     with machine_lock():
         return _build_locked(src, cfg, key, bdir, result, jobs, force, target, ccache, quiet)
+
+
+def _finished(src: KernelSource, key: BuildKey, result: BuildResult) -> bool:
+    stamp = result.builddir / STAMP
+    return (src.immutable and stamp.exists() and stamp.read_text().split()[0] == key.digest
+            and result.bzimage.is_file())
 
 
 def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Path,
@@ -222,8 +230,7 @@ def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Pat
     stamp = bdir / STAMP
     bzimage = result.bzimage
     log = result.log
-    if (src.immutable and not force and stamp.exists()
-            and stamp.read_text().split()[0] == key.digest and bzimage.is_file()):
+    if not force and _finished(src, key, result):
         return result
     stamp.unlink(missing_ok=True)
     dot = bdir / ".config"
