@@ -140,7 +140,21 @@ def find_dependency(srctree: Path, symbol: str, final: dict[str, str]) -> Depend
             current = None
 
         pending_menu = False
+        help_indent: int | None = -1  # -1: not in a help text
         for n, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            # Help texts are prose ("if you say Y here..."): skip them by indentation.
+            if help_indent != -1:
+                if not raw.strip():
+                    continue
+                indent = len(raw.expandtabs(8)) - len(raw.expandtabs(8).lstrip())
+                if help_indent is None:
+                    help_indent = indent
+                if indent >= help_indent:
+                    continue
+                help_indent = -1
+            if raw.strip() in ("help", "---help---"):
+                help_indent = None
+                continue
             line = _strip_comment(raw)
             m = _CONFIG_HDR.match(line)
             if m:
