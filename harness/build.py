@@ -250,6 +250,10 @@ def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Pat
         cmd.append("CC=ccache gcc")
     cmd.append(target)
 
+    # Written first: it names the tree of a build in progress too (donors also need STAMP).
+    (bdir / SOURCE_META).write_text(json.dumps({"path": str(src.path), "identity": src.identity,
+                                                "config": cfg.hash}) + "\n")
+
     progress = _Progress()
     if quiet:
         progress.out = open(os.devnull, "w")
@@ -276,7 +280,5 @@ def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Pat
         errs = "\n".join("  " + ln for ln in first_errors(log.read_text(errors="replace")))
         raise InfraError(f"kernel build failed (make exit {rc}) in {bdir}:\n{errs}",
                          hint=f"full log: {log}")
-    (bdir / SOURCE_META).write_text(json.dumps({"path": str(src.path), "identity": src.identity,
-                                                "config": cfg.hash}) + "\n")
     stamp.write_text(f"{key.digest} {src.identity} {cfg.hash} {time.time():.0f}\n")
     return result

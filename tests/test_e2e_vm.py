@@ -6,6 +6,7 @@ builds the kernel (minutes), later runs reuse it.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,13 +132,20 @@ def test_sigterm_mid_boot_leaves_no_qemu(smoke, tmp_path):
 def test_user_tree_sigterm_mid_build_then_incremental(smoke, tmp_path):
     """--kernel on a plain tree: interrupted build leaves nothing; touch -> incremental only."""
     tree = source.default_source().path  # pristine, and ccache already knows its objects
+
+    def ours():
+        return [m.parent for m in build.cache_dir().glob(f"builds/*/{build.SOURCE_META}")
+                if json.loads(m.read_text()).get("identity") == f"path:{tree}"]
+
+    for d in ours():  # a finished build from an earlier run would be reused without compiling
+        shutil.rmtree(d)
     p = subprocess.Popen(WQH + ["build", "--kernel", str(tree)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logs = []
 
     def compiling():
-        logs[:] = [p for p in build.cache_dir().glob("builds/*/build.log")
-                   if p.stat().st_mtime > time.time() - 30 and "CC " in p.read_text(errors="replace")]
+        logs[:] = [d / "build.log" for d in ours()
+                   if (d / "build.log").exists() and "CC " in (d / "build.log").read_text(errors="replace")]
         return bool(logs)
 
     _wait_for(compiling, 300, "the build to start compiling")
