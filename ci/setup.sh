@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="linux-source-6.1 qemu-system-x86 udev gcc make flex bison bc cpio libelf-dev libssl-dev
-      ccache git xz-utils python3 python3-venv python3-pip"
+      ccache git xz-utils keyutils python3 python3-venv python3-pip"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,3 +1,4 @@
 """Fixtures for guest tests; they also run on any host whose kernel has CONFIG_WATCH_QUEUE."""
 
-from harness.guest.fixtures import queue, session_keyring, watch_queue_kernel  # noqa: F401
+from harness.guest.fixtures import (  # noqa: F401
+    new_key, new_queue, queue, session_keyring, watch_queue_kernel)

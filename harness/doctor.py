@@ -42,6 +42,8 @@ def checks(probe_kvm: bool = True) -> list[Check]:
         _header("libelf headers", "/usr/include/libelf.h", "libelf-dev"),
         _header("libssl headers", "/usr/include/openssl/ssl.h", "libssl-dev"),
         _cmd("ccache", "ccache"),
+        # The guest runs on the host's root: the request-key tests need keyutils' helper there.
+        _cmd("request-key", "keyutils"),
     ]
     udev = shutil.which("udevadm") or Path("/lib/systemd/systemd-udevd").exists()
     out.append(Check("udev", bool(udev), "present" if udev else

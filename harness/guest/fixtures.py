@@ -37,3 +37,56 @@ def queue(watch_queue_kernel):
     yield r, w
     os.close(r)
     os.close(w)
+
+
+class Queue:
+    """A notification pipe whose ends a test may close early; close() tolerates that."""
+
+    def __init__(self, flags: int = os.O_NONBLOCK, size: int | None = None):
+        self.r, self.w = uapi.notification_pipe(flags)
+        if size is not None:
+            uapi.set_size(self.r, size)
+
+    def close_write(self):
+        if self.w >= 0:
+            os.close(self.w)
+            self.w = -1
+
+    def close(self):
+        for fd in (self.r, self.w):
+            if fd >= 0:
+                os.close(fd)
+        self.r = self.w = -1
+
+    def drain(self):
+        return uapi.drain(self.r)
+
+
+@pytest.fixture
+def new_queue(watch_queue_kernel):
+    """Factory: new_queue(size=None, flags=O_NONBLOCK) -> Queue; all closed afterwards."""
+    made = []
+
+    def make(size: int | None = None, flags: int = os.O_NONBLOCK) -> Queue:
+        q = Queue(flags, size)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def new_key(session_keyring):
+    """Factory: new_key(desc=None, ring=None, payload=b"v0", ktype="user") -> serial, in the test keyring."""
+    count = iter(range(1_000_000))
+
+    def make(desc: str | None = None, ring: int | None = None, payload: bytes | None = b"v0",
+             ktype: str = "user") -> int:
+        if ktype == "keyring":
+            payload = None
+        return uapi.add_key(ktype, desc or f"wqh-{ktype}-{next(count)}", payload,
+                            session_keyring if ring is None else ring)
+
+    return make

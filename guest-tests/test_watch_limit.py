@@ -1,0 +1,226 @@
+"""Per-user watch limit (RLIMIT_NOFILE) and pipe accounting of notification pipes
+(watch_queue.md §1 "watches per user", §2+3 #1 and #26, §4.6).
+
+Limits and uids are changed only in forked children, which report back through a pipe.
+uid 65534 and 65533 are throw-away users: their user_struct state may persist.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import resource
+import select
+import signal
+import time
+import traceback
+
+import pytest
+
+from harness.guest import uapi
+
+LIMIT = 30
+NOBODY = 65534
+ACCOUNTING_UID = 65533
+SETTLE = 5.0  # bound for RCU-deferred watch-count decrements of closed queues
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a throw-away uid")
+
+
+def in_child(fn, *args, timeout=30.0):
+    """Run fn(*args) in a forked child and return its JSON result; re-raise its failure here."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn(*args)}
+            except BaseException:
+                out = {"error": traceback.format_exc()}
+            data = json.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    p = select.poll()
+    p.register(r, select.POLLIN)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not p.poll(int(left * 1000) + 1):
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"child did not finish within {timeout} s")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status:#x}"
+    out = json.loads(b"".join(chunks))
+    if "error" in out:
+        pytest.fail("in the child:\n" + out["error"])
+    return out["ok"]
+
+
+def become(uid=None, nofile=LIMIT):
+    """Lower RLIMIT_NOFILE (root may), then drop to uid; a fresh session keyring either way."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    uapi.join_session_keyring(None)
+
+
+def make_keys(n):
+    ring = uapi.add_key("keyring", "wqh-limit", None, uapi.KEY_SPEC_SESSION_KEYRING)
+    return [uapi.add_key("user", f"wqh-limit-{i}", b"v", ring) for i in range(n)]
+
+
+def fill_to(fd, keys, expected):
+    """Add watches until EAGAIN and return how many were added.
+
+    Watch counts of closed queues drop after an RCU grace period, so an early EAGAIN is retried
+    until `expected` watches are in or SETTLE runs out; going past `expected` stops at once.
+    Once `expected` were added nothing was pending (else one add would have failed), so the
+    next add must be refused.
+    """
+    added = 0
+    deadline = time.monotonic() + SETTLE
+    while added <= expected and added < len(keys):
+        try:
+            uapi.watch_key(keys[added], fd, 1)
+            added += 1
+        except OSError as e:
+            if e.errno != errno.EAGAIN:
+                raise
+            if added == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+    return added
+
+
+def refused(fd, key):
+    try:
+        uapi.watch_key(key, fd, 1)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def child_fill(uid, expected):
+    become(uid)
+    keys = make_keys(expected + 3)
+    r, _ = uapi.notification_pipe(os.O_NONBLOCK)
+    added = fill_to(r, keys, expected)
+    return {"added": added, "next": refused(r, keys[added + 1] if added + 1 < len(keys) else keys[-1])}
+
+
+def test_limit_counts_the_watches_of_other_processes_of_the_uid(new_queue, new_key):
+    # This process (root in the guest) holds 3 watches; a child of the same uid with
+    # RLIMIT_NOFILE 30 gets 27 more: root is limited too.
+    q = new_queue(size=1)
+    for _ in range(3):
+        uapi.watch_key(new_key(), q.r, 1)
+    got = in_child(child_fill, None, LIMIT - 3)
+    assert got == {"added": LIMIT - 3, "next": errno.EAGAIN}
+
+
+@needs_root
+def test_unprivileged_uid_gets_exactly_rlimit_nofile_watches(watch_queue_kernel):
+    got = in_child(child_fill, NOBODY, LIMIT)
+    assert got == {"added": LIMIT, "next": errno.EAGAIN}
+
+
+def child_two_processes(uid, held):
+    """Hold `held` watches here, and let a grandchild of the same uid fill its own queue."""
+    become(uid)
+    keys = make_keys(held)
+    r, _ = uapi.notification_pipe(os.O_NONBLOCK)
+    for k in keys:
+        uapi.watch_key(k, r, 1)
+    pid = os.fork()
+    if pid == 0:
+        code = 255
+        try:
+            gkeys = make_keys(LIMIT)
+            gr, _ = uapi.notification_pipe(os.O_NONBLOCK)
+            added = fill_to(gr, gkeys, LIMIT - held)
+            code = added if refused(gr, gkeys[-1]) == errno.EAGAIN else 254
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@needs_root
+def test_limit_is_shared_by_the_processes_of_a_uid(watch_queue_kernel):
+    # Parent of the same uid holds 10 watches: the second process stops at 20.
+    assert in_child(child_two_processes, NOBODY, 10) == LIMIT - 10
+
+
+def child_recover(uid):
+    become(uid)
+    keys = make_keys(LIMIT + 2)
+    r, _ = uapi.notification_pipe(os.O_NONBLOCK)
+    uapi.set_size(r, 32)
+    added = fill_to(r, keys, LIMIT)
+    at_limit = refused(r, keys[LIMIT])
+    uapi.unwatch_key(keys[0], r)
+    removal = [str(x) for x in uapi.drain(r)]
+    # The count drops in an RCU callback: retry, bounded.
+    tries = 0
+    deadline = time.monotonic() + SETTLE
+    while True:
+        tries += 1
+        err = refused(r, keys[LIMIT])
+        if err != errno.EAGAIN or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return {"added": added, "at_limit": at_limit, "removal": removal, "rewatch": err,
+            "again": refused(r, keys[LIMIT + 1]), "tries": tries}
+
+
+@needs_root
+def test_limit_recovers_after_a_removal(watch_queue_kernel):
+    got = in_child(child_recover, NOBODY)
+    print("re-watch accepted after", got["tries"], "tries")
+    assert got["added"] == LIMIT
+    assert got["at_limit"] == errno.EAGAIN
+    assert len(got["removal"]) == 1 and got["removal"][0].startswith("META/REMOVAL id=1 ")
+    assert got["rewatch"] == 0
+    assert got["again"] == errno.EAGAIN
+
+
+def child_accounting(uid):
+    become(uid, nofile=1024)
+    sizes = []
+    for _ in range(3):
+        r, w = uapi.notification_pipe()
+        sizes.append(uapi.pipe_size(r))
+        uapi.set_size(r, 1)
+        sizes.append(uapi.pipe_size(r))
+        os.close(r)
+        os.close(w)
+    r, w = os.pipe()
+    try:
+        plain = uapi.pipe_size(r)
+        grown = fcntl.fcntl(w, uapi.F_SETPIPE_SZ, 131072)
+    finally:
+        os.close(r)
+        os.close(w)
+    return {"sizes": sizes, "plain": plain, "grown": grown, "uid": os.getuid()}
+
+
+@needs_root
+def test_notification_pipes_leave_the_uids_pipe_accounting_intact(watch_queue_kernel):
+    got = in_child(child_accounting, ACCOUNTING_UID)
+    assert got == {"sizes": [65536, 4096] * 3, "plain": 65536, "grown": 131072, "uid": ACCOUNTING_UID}
