@@ -3,7 +3,8 @@
 - cold build (wall, CPU) of the default config vs `vng --kconfig` on the same tree,
   both without ccache, each in a fresh build directory;
 - boot to first test of wqh's VM vs a bare `vng --exec true` of the same kernel;
-- the warm re-run of smoke.yaml (whole `wqh run` wall time).
+- the warm re-run of smoke.yaml (whole `wqh run` wall time);
+- the functional suite, default and KASAN+kmemleak kernels: time in the guest, whole run, boot.
 Figures go to DIR/bench.json: {name, value, unit, baseline, ratio, target}.
 """
 
@@ -94,15 +95,15 @@ def _bare_boot(bz: Path, acc: accel.Accel) -> float:
         return time.monotonic() - t0
 
 
-def _wqh_run(out: Path, kernel: str | None) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "harness", "run", str(SCENARIOS / "smoke.yaml"), "--out", str(out)]
+def _wqh_run(out: Path, kernel: str | None, scenario: str = "smoke.yaml") -> tuple[float, dict]:
+    cmd = [sys.executable, "-m", "harness", "run", str(SCENARIOS / scenario), "--out", str(out)]
     if kernel:
         cmd += ["--kernel", kernel]
     t0 = time.monotonic()
     rc = procs.run(cmd, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - t0
     if rc != 0:
-        raise RuntimeError(f"wqh run smoke.yaml failed (exit {rc}); see {out}")
+        raise RuntimeError(f"wqh run {scenario} failed (exit {rc}); see {out}")
     return wall, json.loads((out / "results.json").read_text())
 
 
@@ -141,6 +142,21 @@ def main(a) -> int:
     if first is not None:
         add(Figure("boot_to_first_test", first, "s", bare, "bare vng --exec true", first / bare))
     add(Figure("bare_vng_exec_true", bare, "s"))
+
+    # The functional suite: the whole `wqh run` (kernel reused) and the suite's own time in the
+    # guest (sum of the tests' durations; collection and boot excluded).
+    for name, scen in (("functional", "functional.yaml"), ("functional_kasan", "functional-kasan.yaml")):
+        if name == "functional_kasan" and a.skip_kasan:
+            continue
+        wall, r = _wqh_run(out / f"run-{name}", a.kernel, scen)
+        suite = sum(t["duration_s"] or 0 for t in r["tests"])
+        add(Figure(f"{name}_suite_in_guest", suite, "s", target="<= 60"))
+        add(Figure(f"{name}_tests", len(r["tests"]), "tests"))
+        add(Figure(f"{name}_wqh_run", wall, "s"))
+        b2f = r["timings"].get("boot_to_first_test_s")
+        if b2f is not None:
+            add(Figure(f"{name}_boot_to_first_test", b2f, "s",
+                       target="<= 25" if name == "functional_kasan" else None))
     (out / "bench.json").write_text(json.dumps({
         "accel": acc.name, "kernel": src.identity, "cpus": os.cpu_count(),
         "figures": [asdict(f) for f in figs]}, indent=2) + "\n")

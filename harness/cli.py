@@ -63,6 +63,8 @@ def make_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", type=Path, required=True, help="directory for bench.json")
     be.add_argument("--skip-cold", action="store_true",
                     help="skip the two cold builds (ours and vng --kconfig's)")
+    be.add_argument("--skip-kasan", action="store_true",
+                    help="skip the functional suite on the KASAN+kmemleak kernel")
     return p
 
 

@@ -103,7 +103,9 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     gdir.mkdir(parents=True, exist_ok=True)
     plan_tests = [{"id": t.id, "node": t.node} for _, t in items]
     order = [(s.name, t.id, t.expect) for s, t in items]
-    plan = {"results_dir": str(gdir), "tests": plan_tests}
+    dotconfig = (b.builddir / ".config").read_text(errors="replace")
+    plan = {"results_dir": str(gdir), "tests": plan_tests,
+            "kmemleak": "\nCONFIG_DEBUG_KMEMLEAK=y\n" in dotconfig}
     plan_file = vdir / "plan.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     # Pre-written as lost: a VM that dies reads as a failure, never as a pass.

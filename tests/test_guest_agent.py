@@ -76,3 +76,49 @@ def test_initial_state_is_lost():
     st = protocol.initial(["a", "b"])
     assert st["done"] is False
     assert [t["outcome"] for t in st["tests"]] == ["lost", "lost"]
+
+
+class FakeKmemleak:
+    """The debugfs file's protocol: commands in, the current report out (one list per read)."""
+
+    def __init__(self, reads):
+        self.reads = list(reads)
+        self.commands = []
+
+    def command(self, cmd, path):
+        self.commands.append(cmd)
+
+    def read(self, path):
+        return self.reads.pop(0)
+
+
+LEAK_A = """unreferenced object 0xffff888003a1c000 (size 64):
+  comm "python3", pid 201, jiffies 4294937296 (age 6.120s)
+  hex dump (first 32 bytes):
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................
+  backtrace:
+    [<ffffffff8129d5a1>] __kmalloc+0x41/0x90
+    [<ffffffff812f1c0e>] watch_queue_set_size+0x7e/0x2b0
+"""
+LEAK_B = LEAK_A.replace("0xffff888003a1c000", "0xffff888003a1d000").replace("(size 64)", "(size 32)")
+
+
+def test_kmemleak_keeps_only_objects_reported_by_two_reads(monkeypatch):
+    from harness.guest import kmemleak
+    fake = FakeKmemleak([LEAK_A + LEAK_B, LEAK_B])
+    monkeypatch.setattr(kmemleak, "_command", fake.command)
+    monkeypatch.setattr(kmemleak, "_read", fake.read)
+    slept = []
+    blocks = kmemleak.confirmed_leaks("/x", since=100.0, sleep=slept.append, clock=lambda: 102.0)
+    assert slept == [3.0]  # up to kmemleak's 5 s minimum age after the last test
+    assert blocks == [LEAK_B.rstrip("\n")]
+    assert fake.commands == ["scan", "scan", "scan", "clear"]
+
+
+def test_kmemleak_nothing_reported_means_no_third_scan(monkeypatch):
+    from harness.guest import kmemleak
+    fake = FakeKmemleak([""])
+    monkeypatch.setattr(kmemleak, "_command", fake.command)
+    monkeypatch.setattr(kmemleak, "_read", fake.read)
+    assert kmemleak.confirmed_leaks("/x", since=0.0, sleep=lambda s: None, clock=lambda: 50.0) == []
+    assert fake.commands == ["scan", "scan"]

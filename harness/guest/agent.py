@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from harness.guest import protocol
+from harness.guest import kmemleak, protocol
 
 _OUTCOME = {"passed": "pass", "failed": "fail", "skipped": "skip"}
 
@@ -44,6 +44,7 @@ class Recorder:
         self.index = {t["id"]: i for i, t in enumerate(plan)}
         self.names = {}  # pytest nodeid -> our id
         self.started = 0.0
+        self.last_end = time.monotonic()
         self.phases = {}
 
     def _entry(self, nodeid):
@@ -112,6 +113,7 @@ class Recorder:
             outcome = "pass"
         e = self._entry(nodeid)
         e["outcome"], e["duration_s"] = outcome, dur
+        self.last_end = time.monotonic()
         self.save()
         kmsg(f"{protocol.MARK_END} {nodeid} {outcome} {dur:.3f}s")
 
@@ -125,6 +127,21 @@ class Recorder:
                     e["outcome"] = "fail"
                     e["message"] = ("collection failed: " + str(report.longrepr))[-2000:]
             self.save()
+
+
+def check_leaks(rec, path):
+    """The scenario-level leak check: confirmed leaks go to the kernel log between markers."""
+    t0 = time.monotonic()
+    kmsg(f"{protocol.MARK_BEGIN} {protocol.KMEMLEAK_ID}")
+    # Objects from the last test must reach kmemleak's minimum age before they count.
+    blocks = kmemleak.confirmed_leaks(path, since=rec.last_end)
+    for block in blocks:
+        for line in block.splitlines():
+            kmsg(line)
+    outcome = "fail" if blocks else "pass"
+    dur = time.monotonic() - t0
+    rec.state["kmemleak"] = {"leaks": len(blocks), "duration_s": round(dur, 3)}
+    kmsg(f"{protocol.MARK_END} {protocol.KMEMLEAK_ID} {outcome} {dur:.3f}s")
 
 
 def dump_dmesg(outdir):
@@ -168,14 +185,20 @@ def main(argv):
     import pytest
 
     rec = Recorder(outdir, plan["tests"])
+    leakpath = plan.get("kmemleak_path")  # host-side tests point this at a fake
+    leaks = plan.get("kmemleak", False) and kmemleak.available(leakpath)
+    if leaks:
+        kmemleak.flush_boot(leakpath)
     rec.save()
     # The repo is read-only in the guest: no cache, no bytecode.
     sys.dont_write_bytecode = True
     args = ["-p", "no:cacheprovider", "-o", "console_output_style=classic",
             "--tb=short", "-v", *[t["node"] for t in plan["tests"]]]
     rc = pytest.main(args, plugins=[rec])
-    rec.state["done"] = True
     rec.state["pytest_exit"] = int(rc)
+    if leaks:
+        check_leaks(rec, leakpath)
+    rec.state["done"] = True
     rec.save()
     dump_dmesg(outdir)
     kmsg(protocol.MARK_DONE)

@@ -12,6 +12,8 @@ DMESG = "dmesg.txt"
 MARK_BEGIN = "wqh: begin"
 MARK_END = "wqh: end"
 MARK_DONE = "wqh: agent done"
+# The owner of reports printed by the end-of-run leak check (not a pytest node id).
+KMEMLEAK_ID = "wqh:kmemleak"
 
 LOST = "lost"
 RUNNING = "running"

@@ -1,0 +1,74 @@
+"""The guest suite for real: the functional scenarios on the default and KASAN kernels, and the
+kernels built without the feature. Kernels come from the shared cache (built on first use)."""
+
+from pathlib import Path
+
+import pytest
+
+from e2e import DATA, guest_results, results, wqh
+from harness import scenario
+from harness.paths import REPO, SCENARIOS
+
+pytestmark = pytest.mark.vm
+
+SUITE_FILES = sorted(p.name for p in (REPO / "guest-tests").glob("test_*.py")
+                     if p.name != "test_no_watch_queue.py")
+
+
+def _check_all_pass(r, out: Path, scen: str, at_least: int):
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    res = results(out)
+    tests = res["tests"]
+    assert len(tests) >= at_least
+    assert {t["outcome"] for t in tests} == {"pass"}, [t for t in tests if t["outcome"] != "pass"]
+    assert all(t["scenario"] == scen for t in tests)
+    assert not [t for t in tests if t["reports"]], "kernel reports during the suite"
+    # Every module of the suite ran, and every test the scenario lists came back.
+    ran = {t["test"].split("::")[0].split("/")[-1] for t in tests}
+    assert ran == set(SUITE_FILES)
+    listed = {t.id for t in scenario.load(SCENARIOS / f"{scen}.yaml").tests}
+    assert listed == {t["test"].split("[")[0] for t in tests}
+    return res
+
+
+def test_functional_suite_passes_on_the_default_kernel(tmp_path):
+    r = wqh("run", str(SCENARIOS / "functional.yaml"), "--out", str(tmp_path))
+    res = _check_all_pass(r, tmp_path, "functional", 140)
+    assert res["timings"]["vm_s"] > 0
+    (g,) = guest_results(tmp_path)
+    assert g["done"] and "kmemleak" not in g  # no kmemleak in this kernel: no leak check
+
+
+def test_functional_suite_under_kasan_and_kmemleak_has_no_report(tmp_path):
+    r = wqh("run", str(SCENARIOS / "functional-kasan.yaml"), "--out", str(tmp_path))
+    _check_all_pass(r, tmp_path, "functional-kasan", 140)
+    (g,) = guest_results(tmp_path)
+    assert g["kmemleak"]["leaks"] == 0, "the end-of-run leak check ran and found nothing"
+    console = next(tmp_path.glob("vm1-*/console.log")).read_text(errors="replace")
+    assert "wqh: end wqh:kmemleak pass" in console
+    assert "BUG: KASAN" not in console
+
+
+def test_kernels_without_the_feature_keep_their_contract(tmp_path):
+    r = wqh("run", str(SCENARIOS / "no-watch-queue.yaml"), str(SCENARIOS / "no-key-notifications.yaml"),
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    res = results(tmp_path)
+    by = {t["test"].split("::")[-1]: (t["scenario"], t["outcome"]) for t in res["tests"]}
+    assert by == {
+        "test_notification_pipe_is_enopkg[plain]": ("no-watch-queue", "pass"),
+        "test_notification_pipe_is_enopkg[all-flags]": ("no-watch-queue", "pass"),
+        "test_unknown_pipe2_flags_are_still_einval": ("no-watch-queue", "pass"),
+        "test_watch_queue_ioctls_are_enotty": ("no-watch-queue", "pass"),
+        "test_watch_key_is_eopnotsupp_without_watch_queue": ("no-watch-queue", "pass"),
+        "test_notification_pipe_works_without_key_notifications": ("no-key-notifications", "pass"),
+        "test_watch_key_is_eopnotsupp_without_key_notifications": ("no-key-notifications", "pass"),
+    }
+    assert len(res["kernels"]) == 2
+
+
+def test_the_same_tests_skip_on_a_kernel_with_the_feature(tmp_path):
+    """The negative tests are not vacuous: on the default kernel they skip, and skip is no pass."""
+    r = wqh("run", str(DATA / "scenarios" / "negative-on-default.yaml"), "--out", str(tmp_path))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr
+    assert {t["outcome"] for t in results(tmp_path)["tests"]} == {"skip"}
