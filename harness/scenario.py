@@ -27,6 +27,7 @@ class TestRef:
     path: Path  # resolved file
     expect: str = "pass"
     line: int = 0
+    title: str | None = None  # with expect: crash, the report title that makes it expected
 
     @property
     def node(self) -> str:
@@ -62,6 +63,9 @@ class Scenario:
     vm: VMShape = field(default_factory=VMShape)
     timeouts: Timeouts = field(default_factory=Timeouts)
     tests: list[TestRef] = field(default_factory=list)
+    # The end-of-run kmemleak check (kmemleak kernels only): None = no leak allowed, else the
+    # title of the leak this scenario expects (e.g. a re-introduced bug).
+    leak: str | None = None
 
 
 # --- schema walking ------------------------------------------------------------------
@@ -138,7 +142,7 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
     expect = default_expect
     id_node = node
     if isinstance(node, yaml.MappingNode):
-        m = ctx.mapping(node, key, {"test": "", "expect": ""})
+        m = ctx.mapping(node, key, {"test": "", "expect": "", "title": ""})
         if "test" not in m:
             raise ctx.fail(node, f"{key}.test", "missing key 'test' (a pytest node id)")
         id_node = m["test"][1]
@@ -147,6 +151,12 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
             if expect not in OUTCOMES:
                 raise ctx.fail(m["expect"][1], f"{key}.expect", f"unknown outcome {expect!r}",
                                hint=f"one of: {', '.join(OUTCOMES)}")
+    title = None
+    if isinstance(node, yaml.MappingNode) and "title" in m:
+        title = ctx.scalar(m["title"][1], f"{key}.title", str)
+        if expect != "crash":
+            raise ctx.fail(m["title"][1], f"{key}.title", "a title only goes with 'expect: crash'",
+                           hint="add 'expect: crash' or remove the title")
     test_id = ctx.scalar(id_node, key, str)
     rel, _, name = test_id.partition("::")
     path = _resolve_test_file(rel, ctx.file.parent)
@@ -159,11 +169,11 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
         if names and top not in names:
             raise ctx.fail(id_node, key, f"{rel} has no test {top!r}",
                            hint=f"tests there: {', '.join(sorted(n for n in names if n.startswith(('test', 'Test'))))}")
-    return TestRef(test_id, path, expect, id_node.start_mark.line + 1)
+    return TestRef(test_id, path, expect, id_node.start_mark.line + 1, title)
 
 
 _TOP = {"name": "", "description": "", "kernel": "", "vm": "", "timeouts": "",
-        "tests": "", "expect": ""}
+        "tests": "", "expect": "", "leak": ""}
 
 
 def load(file: Path) -> Scenario:
@@ -243,6 +253,11 @@ def load(file: Path) -> Scenario:
         if default_expect not in OUTCOMES:
             raise ctx.fail(top["expect"][1], "expect", f"unknown outcome {default_expect!r}",
                            hint=f"one of: {', '.join(OUTCOMES)}")
+    if "leak" in top:
+        sc.leak = ctx.scalar(top["leak"][1], "leak", str)
+        if not sc.leak.startswith("memory leak in "):
+            raise ctx.fail(top["leak"][1], "leak", f"not a kmemleak title: {sc.leak!r}",
+                           hint="write the expected title, e.g. 'memory leak in watch_queue_set_size'")
     if "tests" not in top:
         raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)")
     nodes = ctx.seq(top["tests"][1], "tests")

@@ -35,14 +35,18 @@ def test_every_shipped_scenario_is_valid():
 def test_test_entries_may_carry_their_own_expectation(tmp_path):
     p = write(tmp_path, f"""\
         expect: pass
+        leak: memory leak in watch_queue_set_size
         timeouts: {{no_output: 5, total: 30.5}}
         tests:
           - {REPO}/guest-tests/test_smoke.py
           - test: {REPO}/guest-tests/test_smoke.py::test_key_update_gives_one_record
             expect: crash
+            title: "WARNING in lkdtm_WARNING"
         """)
     s = scenario.load(p)
     assert [t.expect for t in s.tests] == ["pass", "crash"]
+    assert [t.title for t in s.tests] == [None, "WARNING in lkdtm_WARNING"]
+    assert s.leak == "memory leak in watch_queue_set_size"
     assert s.timeouts == scenario.Timeouts(no_output=5.0, total=30.5)
     assert s.name == "s"
 
@@ -72,6 +76,10 @@ CASES = [
     ("negative timeout", "timeouts:\n  total: -1\ntests: [guest-tests/test_smoke.py]\n", 2,
      "timeouts.total", "must be > 0"),
     ("not a mapping", "- a\n- b\n", 1, None, "expected a mapping"),
+    ("title without crash", "tests:\n  - test: guest-tests/test_smoke.py\n    title: WARNING in x\n", 3,
+     "tests[0].title", "only goes with 'expect: crash'"),
+    ("leak not a leak title", "leak: \"KASAN: x\"\ntests: [guest-tests/test_smoke.py]\n", 1, "leak",
+     "not a kmemleak title"),
 ]
 
 
