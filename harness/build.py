@@ -65,7 +65,10 @@ class BuildResult:
     seeded_from: str | None = None
 
 
-def builddir_for(key: BuildKey) -> Path:
+def builddir_for(key: BuildKey, src: KernelSource | None = None) -> Path:
+    if src is not None and src.kind == "variant":
+        # Next to the variant slot (see patches.variant_root): same relative path to the tree.
+        return src.path.parent.parent / "builds" / key.digest
     return cache_dir() / "builds" / key.digest
 
 
@@ -188,7 +191,7 @@ def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> Path | None:
     Safe because switching variants gives every differing file a fresh mtime
     (patches.py), so make recompiles exactly those.
     """
-    for donor in sorted((cache_dir() / "builds").iterdir()):
+    for donor in sorted(bdir.parent.iterdir()):
         meta = donor / SOURCE_META
         if donor == bdir or not (donor / STAMP).exists() or not meta.exists():
             continue
@@ -207,7 +210,7 @@ def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
           jobs: int | None = None, force: bool = False, target: str = "bzImage",
           ccache: bool | None = None, quiet: bool = False) -> BuildResult:
     key = BuildKey(src.identity, cfg.hash, patches)
-    bdir = builddir_for(key)
+    bdir = builddir_for(key, src)
     bdir.mkdir(parents=True, exist_ok=True)
     result = BuildResult(key.digest, bdir, bdir / "arch" / "x86" / "boot" / "bzImage",
                          bdir / "vmlinux", bdir / "build.log", reused=True)

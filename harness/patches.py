@@ -1,7 +1,7 @@
 """Patched variants of a source tree, built incrementally.
 
 A variant is the base tree plus patches, materialized in one private slot per
-base (cache/src/<base>.variant): a hardlink copy of the base tree in which
+base (cache/variants/<base>/src/<tree>): a hardlink copy of the base tree in which
 `patch` replaces only the files it changes (GNU patch writes a new file and
 renames it, so the base tree's inodes are never written). Every variant of a
 base lives at the same path, so ccache hits for every unchanged file and
@@ -40,8 +40,19 @@ def touched_files(patch: Path) -> list[str]:
     return out
 
 
+def variant_root(base: KernelSource) -> Path:
+    """cache/variants/<base>/: the slot in src/<tree name>, its builds in builds/<key>.
+
+    The layout mirrors cache/src/<tree> and cache/builds/<key>, so the relative path from a
+    build directory to its tree is the same for the base and its variants: with ccache's
+    base dir at the cache, the compile commands are identical and the first variant of a
+    config hits ccache for every file the patches do not change.
+    """
+    return cache_dir() / "variants" / f"{base.path.name}-{base.key}"
+
+
 def _slot(base: KernelSource) -> Path:
-    return cache_dir() / "src" / f"{base.path.name}-{base.key}.variant"
+    return variant_root(base) / "src" / base.path.name
 
 
 def _restore(base: Path, slot: Path, rel: str) -> None:
@@ -65,7 +76,7 @@ def _restore(base: Path, slot: Path, rel: str) -> None:
 def materialize(base: KernelSource, patches: tuple[Path, ...]) -> KernelSource:
     """The base tree with PATCHES applied, in the base's variant slot."""
     slot = _slot(base)
-    state_file = slot.with_suffix(".state.json")
+    state_file = slot.parent / f"{slot.name}.state.json"
     hashes = patch_hashes(patches)
     want = {"base": base.identity, "patches": list(hashes)}
     state = None

@@ -1,5 +1,6 @@
 """Variants: patched private copies of a tree, switched in place, never touching the base."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -68,3 +69,18 @@ def test_a_new_variant_build_is_seeded_from_a_finished_one(base, tmp_path, tmp_c
     bb = build.build(vb, cfg, patches.patch_hashes((b,)), ccache=False, quiet=True)
     assert bb.seeded_from == ba.key and bb.builddir != ba.builddir
     assert (bb.builddir / "runs").read_text() == "run\nrun\n"  # A's make, then B's
+
+
+def test_variant_builds_see_their_tree_where_base_builds_see_theirs(tmp_path, tmp_cache):
+    # A base tree in the cache (as the Debian one is): ccache's base dir makes compile commands
+    # relative, so they match only if the build-dir-to-tree path is the same for both.
+    tree = tmp_cache / "src" / "linux-x"
+    shutil.copytree(DATA / "fake-kernel", tree)
+    base = KernelSource(tree, "fake:x", "debian", immutable=True)
+    (tree / "kernel" / "watch_queue.c").write_text("fixed\n")
+    v = patches.materialize(base, (diff(tmp_path, "p.patch", "fixed", "buggy"),))
+    key = build.BuildKey(v.identity, "cfg")
+    vdir = build.builddir_for(key, v)
+    bdir = build.builddir_for(build.BuildKey(base.identity, "cfg"), base)
+    assert vdir.is_relative_to(patches.variant_root(base)) and vdir != bdir
+    assert os.path.relpath(v.path, vdir) == os.path.relpath(tree, bdir)
