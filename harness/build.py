@@ -206,6 +206,15 @@ def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> Path | None:
     return None
 
 
+def reusable(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = ()) -> BuildResult | None:
+    """The finished build of (src, cfg, patches) if there is one; never builds, never locks."""
+    key = BuildKey(src.identity, cfg.hash, patches)
+    bdir = builddir_for(key, src)
+    result = BuildResult(key.digest, bdir, bdir / "arch" / "x86" / "boot" / "bzImage",
+                         bdir / "vmlinux", bdir / "build.log", reused=True)
+    return result if _finished(src, key, result) else None
+
+
 def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
           jobs: int | None = None, force: bool = False, target: str = "bzImage",
           ccache: bool | None = None, quiet: bool = False) -> BuildResult:

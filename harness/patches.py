@@ -73,6 +73,17 @@ def _restore(base: Path, slot: Path, rel: str) -> None:
         shutil.copymode(src, dst)
 
 
+def planned(base: KernelSource, patches: tuple[Path, ...]) -> KernelSource | None:
+    """The variant materialize() would give, without touching the slot, when its config can be
+    merged on the base tree (no patched Kconfig file); None otherwise. It lets a run reuse a
+    finished variant build without taking the build lock or switching the slot."""
+    if not base.immutable or any(Path(f).name.startswith("Kconfig")
+                                 for p in patches for f in touched_files(p)):
+        return None
+    identity = base.identity + "+patches:" + ",".join(patch_hashes(patches))
+    return KernelSource(_slot(base), identity, "variant", immutable=True)
+
+
 def materialize(base: KernelSource, patches: tuple[Path, ...]) -> KernelSource:
     """The base tree with PATCHES applied, in the base's variant slot."""
     slot = _slot(base)

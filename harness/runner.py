@@ -52,6 +52,12 @@ def default_out_dir() -> Path:
     return d
 
 
+# An oops kills the task that hit it, often with locks held: the guest then limps on and
+# reads as a hang after the no-output timeout. Panicking ends the VM at once with the report
+# on the console; sanitizer reports and WARNINGs are not oopses and do not panic.
+GUEST_CMDLINE = ("oops=panic",)
+
+
 def time_factor(cfg: config.ConfigResult, acc: accel_mod.Accel) -> float:
     f = KVM_FACTOR if acc.kvm else 1.0
     for sym, k in SANITIZER_FACTORS.items():
@@ -115,7 +121,7 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     no_output = max(s.timeouts.no_output for s in scs) * factor
     total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
-                     rwdirs=(vdir,), no_output_s=no_output, total_s=total)
+                     rwdirs=(vdir,), append=GUEST_CMDLINE, no_output_s=no_output, total_s=total)
     py = shlex.quote(sys.executable)
     exec_cmd = (f"cd {shlex.quote(str(REPO))} && PYTHONPATH={shlex.quote(str(REPO))} "
                 f"PYTHONDONTWRITEBYTECODE=1 {py} -m harness.guest.agent {shlex.quote(str(plan_file))}")
@@ -188,6 +194,18 @@ def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     return summary
 
 
+def _finished_variant(src: source.KernelSource, g: KernelGroup):
+    """(variant source, config, build) of a patched group already built, found lock-free."""
+    if not g.patches:
+        return None
+    vsrc = patches.planned(src, g.patches)
+    if vsrc is None:
+        return None
+    cfg = config.merge(src, g.fragments)  # no patched Kconfig: the base tree's merge is the same
+    b = build_mod.reusable(vsrc, cfg, patches.patch_hashes(g.patches))
+    return (vsrc, cfg, b) if b else None
+
+
 def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummary) -> None:
     out = summary.out_dir
     src = source.resolve(opts.kernel)
@@ -196,18 +214,23 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     for g in group_kernels(scenarios):
         kernel_id = src.identity
         try:
-            # A patched variant's slot must not switch under a build: hold the machine lock.
-            # A plain tree needs none here (merges lock per source, finished builds are reused
-            # lock-free), so a run on a built kernel never waits behind another build.
-            with build_mod.machine_lock() if g.patches else contextlib.nullcontext():
-                ksrc = patches.materialize(src, g.patches) if g.patches else src
-                t = time.monotonic()
-                cfg = config.merge(ksrc, g.fragments)
-                summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
-                                                    + time.monotonic() - t, 2)
-                kernel_id = f"{ksrc.identity}+{cfg.hash}"
-                b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
-                                    force=opts.force_build)
+            t = time.monotonic()
+            found = None if opts.force_build else _finished_variant(src, g)
+            if found:
+                ksrc, cfg, b = found
+            else:
+                # A patched variant's slot must not switch under a build: hold the machine
+                # lock. A plain tree needs none here (merges lock per source, finished builds
+                # are reused lock-free), so a run on a built kernel never waits behind a build.
+                with build_mod.machine_lock() if g.patches else contextlib.nullcontext():
+                    ksrc = patches.materialize(src, g.patches) if g.patches else src
+                    cfg = config.merge(ksrc, g.fragments)
+                    summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
+                                                        + time.monotonic() - t, 2)
+                    kernel_id = f"{ksrc.identity}+{cfg.hash}"
+                    b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
+                                        force=opts.force_build)
+            kernel_id = f"{ksrc.identity}+{cfg.hash}"
         except WqhError as e:
             print(f"wqh: {e}", file=sys.stderr)
             summary.results += _infra(g.scenarios, kernel_id, str(e))
