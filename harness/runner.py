@@ -58,6 +58,12 @@ def default_out_dir() -> Path:
 GUEST_CMDLINE = ("oops=panic",)
 
 
+def guest_cmdline(dotconfig: str) -> tuple[str, ...]:
+    # KASAN reports only its first bug unless told otherwise; every test deserves its own.
+    extra = ("kasan_multi_shot",) if "\nCONFIG_KASAN=y\n" in dotconfig else ()
+    return GUEST_CMDLINE + extra
+
+
 def time_factor(cfg: config.ConfigResult, acc: accel_mod.Accel) -> float:
     f = KVM_FACTOR if acc.kvm else 1.0
     for sym, k in SANITIZER_FACTORS.items():
@@ -121,7 +127,8 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     no_output = max(s.timeouts.no_output for s in scs) * factor
     total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
-                     rwdirs=(vdir,), append=GUEST_CMDLINE, no_output_s=no_output, total_s=total)
+                     rwdirs=(vdir,), append=guest_cmdline(dotconfig), no_output_s=no_output,
+                     total_s=total)
     py = shlex.quote(sys.executable)
     exec_cmd = (f"cd {shlex.quote(str(REPO))} && PYTHONPATH={shlex.quote(str(REPO))} "
                 f"PYTHONDONTWRITEBYTECODE=1 {py} -m harness.guest.agent {shlex.quote(str(plan_file))}")
