@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shlex
 import sys
@@ -148,6 +149,22 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     return rs, vres
 
 
+def retry_items(items: list[Item], lost_ids: list[str]) -> list[Item]:
+    """The items to run again for the results the VM left 'lost'.
+
+    A requested id that expanded in the guest (a parametrized test, a whole file) may have run
+    in part: only its lost expansions are retried, each by its own node id.
+    """
+    out: list[Item] = []
+    for s, t in items:
+        mine = [i for i in lost_ids if i == t.id or i.startswith((t.id + "[", t.id + "::"))]
+        if mine == [t.id]:
+            out.append((s, t))
+        else:
+            out += [(s, dataclasses.replace(t, id=i)) for i in mine]
+    return out
+
+
 def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildResult,
               acc: accel_mod.Accel, factor: float, kernel_id: str, echo: bool,
               next_name) -> tuple[list[results.TestResult], list[vm.VMResult]]:
@@ -161,7 +178,7 @@ def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildRe
     while pending:
         rs, vres = run_vm(out, next_name(), pending, shape, b, acc, factor, kernel_id, echo)
         vms.append(vres)
-        lost_ids = {r.test for r in rs if r.outcome == protocol.LOST}
+        lost_ids = [r.test for r in rs if r.outcome == protocol.LOST]
         started = [r for r in rs if r.outcome != protocol.LOST]
         done += started
         if not lost_ids:
@@ -172,7 +189,7 @@ def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildRe
                 r.message = f"never ran: the VM ended ({vres.end}) before any test started"
             done += rs
             break
-        pending = [(s, t) for s, t in pending if t.id in lost_ids]
+        pending = retry_items(pending, lost_ids)
         print(f"wqh: VM ended ({vres.end}); {len(pending)} tests left, booting a fresh VM", flush=True)
     return done, vms
 

@@ -23,6 +23,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 @dataclass(frozen=True)
 class TestRef:
+    __test__ = False  # not a pytest class, whatever its name
     id: str  # pytest node id as given (relative path::name)
     path: Path  # resolved file
     expect: str = "pass"
