@@ -1,4 +1,4 @@
-"""Command line: wqh run | build | shell | list | doctor | bench."""
+"""Command line: wqh run | build | shell | list | doctor | bench | parse."""
 
 from __future__ import annotations
 
@@ -65,6 +65,15 @@ def make_parser() -> argparse.ArgumentParser:
                     help="skip the two cold builds (ours and vng --kconfig's)")
     be.add_argument("--skip-kasan", action="store_true",
                     help="skip the functional suite on the KASAN+kmemleak kernel")
+
+    pa = sub.add_parser("parse",
+                        help="find, title and attribute the kernel reports of a saved console log")
+    pa.add_argument("log", type=Path, help="a console log: wqh's console.log, or one copied from syzbot")
+    pa.add_argument("--vmlinux", type=Path, help="vmlinux with debug info: frames get file:line")
+    pa.add_argument("--kernel-tree", type=Path,
+                    help="its source tree (default: the 'source' link of an O= build directory)")
+    pa.add_argument("--json", action="store_true",
+                    help='print {"reports": [{"title", "type", "corrupted", "frames", "test", "text", ...}]}')
     return p
 
 
@@ -149,8 +158,64 @@ def cmd_bench(a) -> int:
     return bench.main(a)
 
 
+def cmd_parse(a) -> int:
+    import json
+    from dataclasses import asdict
+
+    from harness import report, symbolize
+
+    if a.vmlinux is not None and not a.vmlinux.is_file():
+        raise InputError(f"--vmlinux {a.vmlinux}: no such file", key="--vmlinux")
+    if a.kernel_tree is not None and not a.kernel_tree.is_dir():
+        raise InputError(f"--kernel-tree {a.kernel_tree}: no such directory", key="--kernel-tree")
+    reports = report.merge(report.parse_file(a.log))
+    if a.vmlinux is not None:
+        sym = symbolize.Symbolizer.for_build(a.vmlinux, a.kernel_tree)
+        sym.symbolize(reports)
+        if sym.error:
+            print(f"wqh: warning: {sym.error}", file=sys.stderr)
+    if a.json:
+        print(json.dumps({"reports": [asdict(r) for r in reports]}, indent=1))
+    else:
+        print(report_text(reports, a.log))
+    return EXIT_OK
+
+
+_SHOWN_SECTIONS = ("header", "rip", "trace", "backtrace", "access", "lock", "held")
+
+
+def report_text(reports, log: Path, top: int = 8) -> str:
+    """One block per report: title, type, owner, corrupted, the frames its title comes from."""
+    if not reports:
+        return f"{log}: no kernel report"
+    out = []
+    for r in reports:
+        count = f" (x{r.count})" if r.count > 1 else ""
+        out.append(f"{r.title}{count}")
+        out.append(f"  type: {r.type}   test: {r.test}   line: {r.line}")
+        out.append("  corrupted: " + (f"yes ({r.corrupted_reason})" if r.corrupted else "no"))
+        for alt in r.alt_titles:
+            out.append(f"  also: {alt}")
+        shown = []
+        for f in r.frames:
+            # the header and RIP lines often name the same frame: once is enough
+            same = shown and (f.func, f.offset, f.inline) == (shown[-1].func, shown[-1].offset,
+                                                               shown[-1].inline)
+            if f.section in _SHOWN_SECTIONS and not same:
+                shown.append(f)
+        for f in shown[:top]:
+            where = f" {f.file}:{f.line}" if f.file else ""
+            off = f"+0x{f.offset:x}/0x{f.size:x}" if f.offset is not None and f.size is not None else ""
+            mod = f" [{f.module}]" if f.module else ""
+            out.append(f"    {f.func}{off}{mod}{where}" + (" [inline]" if f.inline else ""))
+        if len(shown) > top:
+            out.append(f"    ... {len(shown) - top} more")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
-            "doctor": cmd_doctor, "bench": cmd_bench}
+            "doctor": cmd_doctor, "bench": cmd_bench, "parse": cmd_parse}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
-"""Splitting a console log by the guest agent's markers, and spotting kernel reports.
+"""Reading a console log: its lines without terminal noise, and who owns each of them.
 
-The marker lines ('wqh: begin <id>' / 'wqh: end <id> <outcome> <dur>') come
-from the agent through /dev/kmsg, so they are ordered with the kernel's own
-lines. Every line belongs to 'boot', to one test, or to 'teardown'.
+The marker lines ('wqh: begin <id>' / 'wqh: end <id> <outcome> <dur>') come from the guest
+agent through /dev/kmsg, so they are ordered with the kernel's own lines. Every line belongs
+to 'boot', to one test, or to 'teardown'. Finding and titling kernel reports is report.py's job.
 """
 
 from __future__ import annotations
@@ -10,25 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
-_BEGIN = re.compile(r"wqh: begin (\S+)")
-_END = re.compile(r"wqh: end (\S+) (\S+)")
+from harness.guest import protocol
 
-# Start lines of kernel reports. The full table (titles, ends, kinds) belongs
-# to the log analyser; this is what the runner needs to call a test 'crash'.
-REPORT_START = [
-    ("KASAN", re.compile(r"BUG: KASAN: ")),
-    ("KFENCE", re.compile(r"BUG: KFENCE: ")),
-    ("UBSAN", re.compile(r"UBSAN: ")),
-    ("KCSAN", re.compile(r"BUG: KCSAN: ")),
-    ("LOCKDEP", re.compile(r"WARNING: (possible (circular|recursive)|inconsistent lock|suspicious RCU|bad unlock)")),
-    ("WARNING", re.compile(r"WARNING: CPU: \d+ PID: \d+ at ")),
-    ("BUG", re.compile(r"kernel BUG at |BUG: (unable to handle|kernel NULL pointer|sleeping function|scheduling while atomic|soft lockup|workqueue lockup)")),
-    ("GPF", re.compile(r"general protection fault")),
-    ("HANG", re.compile(r"INFO: task .* blocked for more than|INFO: rcu_\w+ (self-)?detected stall")),
-    ("LEAK", re.compile(r"unreferenced object 0x")),
-    ("PANIC", re.compile(r"Kernel panic - not syncing")),
-]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+# "[   12.345678] " and syzbot's "[   12.345678][ T1234] " (CONFIG_PRINTK_CALLER), optionally
+# after a "<6>" level. At the start of a line any number of decimals (hand-edited logs); further
+# on (pytest output before it on the same line) the kernel's six, so that a test parameter like
+# "[0.5]" is never taken for a timestamp.
+STAMP = re.compile(r"(?:^(?:<\d+>)?\[\s*\d+\.\d+\]|\[\s*\d+\.\d{6}\])(?:\[\s*([TC]\d+)\])? ?")
+_BEGIN = re.compile(re.escape(protocol.MARK_BEGIN) + r" (\S+)")
+_END = re.compile(re.escape(protocol.MARK_END) + r" (\S+) (\S+)")
+BOOT, TEARDOWN = "boot", "teardown"
 
 
 @dataclass
@@ -37,49 +29,70 @@ class Segment:
     lines: list[str]
 
 
-@dataclass
-class Finding:
-    kind: str
-    first_line: str
-    owner: str
-    line_no: int
+def split_line(line: str) -> tuple[str, str | None]:
+    """(text after the timestamp, printk caller): caller '' for a kernel line without caller id,
+    None for a line that is not the kernel's (no timestamp: pytest, the shell, the firmware)."""
+    m = STAMP.search(line)
+    if not m:
+        return line, None
+    return line[m.end():], m.group(1) or ""
+
+
+class Owners:
+    """Who owns the line being read: 'boot', the test between its markers, then 'teardown'."""
+
+    def __init__(self) -> None:
+        self.current = BOOT
+
+    def see(self, text: str) -> bool:
+        """Follow a marker line (the text after its timestamp); False if it is not one."""
+        i = text.find("wqh: ")
+        if i < 0:
+            return False
+        text = text[i:]  # also a marker the agent printed to stdout, after pytest's output
+        m = _BEGIN.match(text)
+        if m:
+            self.current = m.group(1)
+            return True
+        m = _END.match(text)
+        if m:
+            if m.group(1) == self.current:
+                self.current = TEARDOWN
+            return True
+        return False
+
+
+def clean_text(text: str) -> str:
+    """Without carriage returns and terminal escapes (cheap when there are none)."""
+    if "\r" in text:
+        text = text.replace("\r", "")
+    if "\x1b" in text:
+        text = ANSI.sub("", text)
+    return text
 
 
 def clean(text: str) -> list[str]:
-    return [_ANSI.sub("", ln) for ln in text.split("\n")]
+    return [ANSI.sub("", ln) for ln in text.split("\n")]
 
 
 def segments(text: str) -> list[Segment]:
-    segs = [Segment("boot", [])]
-    current = segs[0]
+    segs = [Segment(BOOT, [])]
+    owners = Owners()
     for line in clean(text):
-        m = _BEGIN.search(line)
-        if m:
-            current = Segment(m.group(1), [line])
-            segs.append(current)
+        before = owners.current
+        if owners.see(split_line(line)[0]) and owners.current != before:
+            if owners.current == TEARDOWN:
+                segs[-1].lines.append(line)
+                segs.append(Segment(TEARDOWN, []))
+            else:
+                segs.append(Segment(owners.current, [line]))
             continue
-        current.lines.append(line)
-        m = _END.search(line)
-        if m and m.group(1) == current.owner:
-            current = Segment("teardown", [])
-            segs.append(current)
+        segs[-1].lines.append(line)
     return [s for s in segs if s.lines]
 
 
-def findings(text: str) -> list[Finding]:
-    out = []
-    owner = "boot"
-    for n, line in enumerate(clean(text), 1):
-        m = _BEGIN.search(line)
-        if m:
-            owner = m.group(1)
-            continue
-        m = _END.search(line)
-        if m:
-            owner = "teardown"
-            continue
-        for kind, rx in REPORT_START:
-            if rx.search(line):
-                out.append(Finding(kind, line.strip(), owner, n))
-                break
-    return out
+def findings(text: str):
+    """The kernel reports of a console log, each with its owner (see report.parse_text)."""
+    from harness import report  # report.py reads lines through this module
+
+    return report.parse_text(text)

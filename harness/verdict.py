@@ -6,7 +6,9 @@ and the console text; the unit tests feed them recorded ones.
 
 from __future__ import annotations
 
-from harness import console
+import dataclasses
+
+from harness import report
 from harness.guest import protocol
 from harness.results import INFRA, Report, TestResult
 from harness.vm import VMResult
@@ -15,60 +17,97 @@ from harness.vm import VMResult
 _RUNNING_END = {"hang": "hang", "timeout": "timeout", "panic": "crash"}
 
 
-def _reports(findings: list[console.Finding]) -> list[Report]:
-    """One entry per distinct first line, with a count (titles proper come from the analyser)."""
-    out: dict[str, Report] = {}
-    for f in findings:
-        title = f.first_line.split("] ", 1)[-1] if "] " in f.first_line else f.first_line
-        if title in out:
-            out[title].count += 1
-        else:
-            out[title] = Report(title=title, type=f.kind)
-    return list(out.values())
+def reports_by_owner(console_text: str, symbolizer=None) -> dict[str, list[Report]]:
+    """The console's kernel reports per owner (test id, 'boot', 'teardown', 'wqh:kmemleak'),
+    one entry per title with its count; symbolized when a symbolize.Symbolizer is given."""
+    found = report.parse_text(console_text)
+    if symbolizer is not None:
+        symbolizer.symbolize(found)
+    per_owner: dict[str, list[Report]] = {}
+    for r in report.merge(found):
+        per_owner.setdefault(r.test, []).append(r)
+    return per_owner
 
 
-def decide(scenario_tests: list[tuple[str, str, str]], guest: dict | None, vm: VMResult | None,
-           console_text: str, kernel: str, vm_name: str) -> list[TestResult]:
-    """scenario_tests: (scenario, test id, expected outcome) in run order."""
+def _has_title(reps: list[Report], title: str | None) -> bool:
+    """An expected crash with a title is expected only with a report of that title."""
+    return title is None or any(title == r.title or title in r.alt_titles for r in reps)
+
+
+def _expected(outcome: str, expected: str, title: str | None, reps: list[Report]) -> tuple[str, str]:
+    """(outcome, note) once the expectation is applied."""
+    if expected == "crash" and outcome == "crash":
+        if _has_title(reps, title):
+            return "xfail", ""
+        return "crash", f"expected a report titled {title!r}, got {[r.title for r in reps]}. "
+    if expected == "crash" and outcome == "pass":
+        return "xpass", ""
+    return outcome, ""
+
+
+def decide(scenario_tests: list[tuple], guest: dict | None, vm: VMResult | None,
+           console_text: str, kernel: str, vm_name: str, *, symbolizer=None) -> list[TestResult]:
+    """scenario_tests: (scenario, test id, expected outcome[, expected title]) in run order.
+
+    symbolizer: a symbolize.Symbolizer for the kernel's vmlinux, to give frames file:line.
+    """
     by_id = {}
     if guest:
         for t in guest.get("tests", []):
             by_id[t["id"]] = t
-    found = console.findings(console_text)
-    per_owner: dict[str, list[console.Finding]] = {}
-    for f in found:
-        per_owner.setdefault(f.owner, []).append(f)
+    per_owner = reports_by_owner(console_text, symbolizer)
     boot_reports = per_owner.get("boot", [])
     end = vm.end if vm else "no-vm"
 
     results = []
     # Parametrized tests expand to several guest entries sharing the requested id as prefix.
-    for scen, tid, expected in scenario_tests:
-        entries = [t for i, t in by_id.items() if i == tid or i.startswith(tid + "[")]
+    for scen, tid, expected, *rest in scenario_tests:
+        title = rest[0] if rest else None
+        # A whole file expands to its tests, a parametrized test to its cases.
+        entries = [t for i, t in by_id.items() if i == tid or i.startswith((tid + "[", tid + "::"))]
         if not entries:
             entries = [{"id": tid, "outcome": protocol.LOST, "duration_s": None, "message": ""}]
         for e in entries:
             outcome = e["outcome"]
             msg = e.get("message", "")
-            reps = _reports(per_owner.get(e["id"], []))
+            reps = per_owner.get(e["id"], [])
             if outcome == protocol.RUNNING:
-                outcome = _RUNNING_END.get(end, "crash" if reps else INFRA)
+                # A report from this test explains the VM's end better than the end itself.
+                outcome = "crash" if reps else _RUNNING_END.get(end, INFRA)
                 msg = f"VM ended ({end}) while this test ran. " + msg
             elif outcome == protocol.LOST:
                 # Never started: the runner retries it in a fresh VM, or calls it infra-error.
                 msg = f"never ran: VM ended ({end}) before this test started"
                 if boot_reports:
-                    reps = _reports(boot_reports)
+                    reps = [dataclasses.replace(r) for r in boot_reports]
             elif reps and outcome in ("pass", "fail", "skip"):
                 # A kernel report inside a test is a crash, whatever pytest said.
                 msg = f"kernel report during the test (pytest said {outcome}). " + msg
                 outcome = "crash"
-            if expected == "crash" and outcome == "crash":
-                outcome = "xfail"
-            elif expected == "crash" and outcome == "pass":
-                outcome = "xpass"
+            outcome, note = _expected(outcome, expected, title, reps)
+            msg = note + msg
             results.append(TestResult(scenario=scen, test=e["id"], kernel=kernel,
                                       outcome=outcome, expected=expected,
                                       duration_s=e.get("duration_s"), reports=reps,
                                       message=msg.strip(), vm=vm_name))
     return results
+
+
+def leak_check(scenario: str, expected_leak: str | None, guest: dict | None,
+               per_owner: dict[str, list[Report]], kernel: str, vm_name: str) -> TestResult | None:
+    """The end-of-run kmemleak check as a result of its own (None if the VM did not run it).
+
+    Leaks fail the scenario unless it names the leak it expects (scenario key 'leak')."""
+    if not guest or "kmemleak" not in guest:
+        return None
+    reps = per_owner.get(protocol.KMEMLEAK_ID, [])
+    found = guest["kmemleak"].get("leaks", 0)
+    outcome = "crash" if reps or found else "pass"
+    msg = ""
+    if found and not reps:
+        msg = f"the guest confirmed {found} leaks but the console shows no leak report. "
+    outcome, note = _expected(outcome, "crash" if expected_leak else "pass", expected_leak, reps)
+    return TestResult(scenario=scenario, test=protocol.KMEMLEAK_ID, kernel=kernel, outcome=outcome,
+                      expected="crash" if expected_leak else "pass",
+                      duration_s=guest["kmemleak"].get("duration_s"), reports=reps,
+                      message=(note + msg).strip(), vm=vm_name)

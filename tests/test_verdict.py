@@ -38,7 +38,9 @@ def test_panic_in_a_test_is_a_crash_with_its_report():
                         text, "k", "vm1")
     assert [r.outcome for r in rs] == ["crash", protocol.LOST]
     assert rs[0].reports[0].type == "PANIC"
-    assert rs[0].reports[0].title == "Kernel panic - not syncing: sysrq triggered crash"
+    # syzbot's spelling of a panic with no other report before it
+    assert rs[0].reports[0].title == "kernel panic: sysrq triggered crash"
+    assert rs[0].reports[0].test == PANIC and not rs[0].reports[0].corrupted
     assert "VM ended (panic)" in rs[0].message
 
 
@@ -69,10 +71,101 @@ def test_a_report_inside_a_passing_test_makes_it_crash():
     (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), "\n".join(lines),
                           "k", "vm1")
     assert r.outcome == "crash"
-    assert r.reports[0].title == "BUG: KASAN: slab-out-of-bounds in watch_queue_set_filter+0x1f/0x2c0"
+    # one header line, no "Write of size" line, no end banner: titled, and said to be cut
+    assert r.reports[0].title == "KASAN: slab-out-of-bounds in watch_queue_set_filter"
+    assert (r.reports[0].corrupted, r.reports[0].corrupted_reason) == (True, "truncated")
 
 
 def test_segments_split_boot_tests_and_teardown():
     text, _ = recorded("smoke-pass")
     owners = [s.owner for s in console.segments(text)]
     assert owners == ["boot", SMOKE, "teardown"]
+
+
+REPORTS = Path(__file__).resolve().parent / "data" / "reports"
+LOSS65 = "/work/main/guest-tests/test_loss.py::test_capacity_is_32_per_page_then_one_loss"
+
+
+def test_an_oops_in_a_test_is_attributed_to_it():
+    """Real run: a negative kernel oopses in pipe_read during one parameter of a test, the VM hangs."""
+    with open(REPORTS / "null-deref-pipe-read.log", encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read()
+    guest = json.loads((REPORTS / "null-deref-pipe-read.guest.json").read_text())
+    rs = verdict.decide([("n", LOSS65, "pass")], guest, vmres("hang"), text, "k", "vm1")
+    by_id = {r.test: r for r in rs}
+    hit = by_id[LOSS65 + "[65]"]
+    assert hit.outcome == "crash"  # the oops explains the hang that followed
+    assert hit.message.startswith("VM ended (hang)")
+    assert [(x.title, x.type, x.count) for x in hit.reports] == [
+        ("BUG: unable to handle kernel NULL pointer dereference in pipe_read", "BUG", 1)]
+    assert hit.reports[0].text.count("\n") > 20 and hit.reports[0].frames[0].func == "pipe_read"
+    assert all(not r.reports for t, r in by_id.items() if t != LOSS65 + "[65]")
+
+
+def test_the_same_title_twice_in_a_test_is_one_report_with_a_count():
+    text, guest = recorded("smoke-pass")
+    lines = text.split("\n")
+    i = next(n for n, ln in enumerate(lines) if "wqh: begin" in ln)
+    # SYNTHETIC, kernel/panic.c __warn() format: the same WARNING twice inside the test
+    warning = ["[   13.100000] ------------[ cut here ]------------",
+               "[   13.100001] WARNING: CPU: 0 PID: 53 at kernel/watch_queue.c:250 post_one_notification+0x2a1/0x300",
+               "[   13.100002] RIP: 0010:post_one_notification+0x2a1/0x300",
+               "[   13.100003] Call Trace:", "[   13.100004]  <TASK>",
+               "[   13.100005]  __post_watch_notification+0x2b4/0x3c0", "[   13.100006]  </TASK>",
+               "[   13.100007] ---[ end trace 0000000000000000 ]---"]
+    lines[i + 1:i + 1] = warning + warning
+    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), "\n".join(lines), "k", "vm1")
+    assert r.outcome == "crash"
+    assert [(x.title, x.count, x.corrupted) for x in r.reports] == [("WARNING in post_one_notification", 2, False)]
+
+
+def test_an_expected_crash_needs_the_expected_title():
+    with open(REPORTS / "null-deref-pipe-read.log", encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read()
+    guest = json.loads((REPORTS / "null-deref-pipe-read.guest.json").read_text())
+    right = "BUG: unable to handle kernel NULL pointer dereference in pipe_read"
+    ok = {r.test: r for r in verdict.decide([("n", LOSS65, "crash", right)], guest, vmres("panic"),
+                                            text, "k", "vm1")}
+    assert ok[LOSS65 + "[65]"].outcome == "xfail"
+    bad = {r.test: r for r in verdict.decide([("n", LOSS65, "crash", "WARNING in pipe_read")], guest,
+                                             vmres("panic"), text, "k", "vm1")}
+    assert bad[LOSS65 + "[65]"].outcome == "crash"
+    assert "expected a report titled 'WARNING in pipe_read'" in bad[LOSS65 + "[65]"].message
+
+
+def test_a_whole_file_request_gets_every_test_of_it():
+    guest = {"done": True, "tests": [
+        {"id": "guest-tests/t.py::test_a", "outcome": "pass", "duration_s": 0.1, "message": ""},
+        {"id": "guest-tests/t.py::test_b", "outcome": "fail", "duration_s": 0.1, "message": "x"}]}
+    rs = verdict.decide([("s", "guest-tests/t.py", "pass")], guest, vmres("exited"), "", "k", "vm1")
+    assert [(r.test, r.outcome) for r in rs] == [("guest-tests/t.py::test_a", "pass"),
+                                                ("guest-tests/t.py::test_b", "fail")]
+
+
+LEAK_LOG = """\
+[   50.000000] wqh: begin wqh:kmemleak
+[   60.100000] unreferenced object 0xffff888003a1c000 (size 128):
+[   60.100001]   comm "python3", pid 201, jiffies 4294937296 (age 6.120s)
+[   60.100002]   hex dump (first 32 bytes):
+[   60.100003]     00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................
+[   60.100004]   backtrace:
+[   60.100005]     [<ffffffff8129d5a1>] __kmalloc+0x41/0x90
+[   60.100006]     [<ffffffff812f1c0e>] watch_queue_set_size+0x7e/0x2b0
+[   60.100007]     [<ffffffff812f3c0e>] pipe_ioctl+0x5e/0x100
+[   60.100008]     [<ffffffff81300c0e>] __x64_sys_ioctl+0x8e/0xd0
+[   60.200000] wqh: end wqh:kmemleak fail 10.200s
+"""  # SYNTHETIC: the agent's markers around mm/kmemleak.c's print_unreferenced() format
+
+
+def test_the_leak_check_is_a_result_expected_only_with_its_title():
+    per = verdict.reports_by_owner(LEAK_LOG)
+    guest = {"done": True, "tests": [], "kmemleak": {"leaks": 1, "duration_s": 10.2}}
+    r = verdict.leak_check("s", None, guest, per, "k", "vm1")
+    assert (r.test, r.outcome, [x.title for x in r.reports]) == (
+        "wqh:kmemleak", "crash", ["memory leak in watch_queue_set_size"])
+    assert verdict.leak_check("s", "memory leak in watch_queue_set_size", guest, per, "k", "vm1").outcome == "xfail"
+    assert verdict.leak_check("s", "memory leak in keyctl_watch_key", guest, per, "k", "vm1").outcome == "crash"
+    clean = {"done": True, "tests": [], "kmemleak": {"leaks": 0}}
+    assert verdict.leak_check("s", None, clean, {}, "k", "vm1").outcome == "pass"
+    assert verdict.leak_check("s", "memory leak in x", clean, {}, "k", "vm1").outcome == "xpass"
+    assert verdict.leak_check("s", None, {"done": True, "tests": []}, {}, "k", "vm1") is None
