@@ -29,6 +29,26 @@ def reports_by_owner(console_text: str, symbolizer=None) -> dict[str, list[Repor
     return per_owner
 
 
+# Documentation/admin-guide/tainted-kernels.rst: bit -> letter.
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
+
+
+def taint_letters(mask: int) -> str:
+    return "".join(c for bit, c in enumerate(TAINT_FLAGS) if mask >> bit & 1)
+
+
+def _taint_report(entry: dict) -> Report | None:
+    """A taint flag the test added, as a report of its own (used when nothing was parsed)."""
+    t = entry.get("taint")
+    if not t:
+        return None
+    new = t["after"] & ~t["before"]
+    if not new:
+        return None
+    return Report(title=f"kernel tainted: {taint_letters(new)}", type="TAINT", test=entry["id"],
+                  text=f"/proc/sys/kernel/tainted {t['before']} -> {t['after']}")
+
+
 def _has_title(reps: list[Report], title: str | None) -> bool:
     """An expected crash with a title is expected only with a report of that title."""
     return title is None or any(title == r.title or title in r.alt_titles for r in reps)
@@ -71,6 +91,9 @@ def decide(scenario_tests: list[tuple], guest: dict | None, vm: VMResult | None,
             outcome = e["outcome"]
             msg = e.get("message", "")
             reps = per_owner.get(e["id"], [])
+            if not reps:
+                tr = _taint_report(e)
+                reps = [tr] if tr else []
             if outcome == protocol.RUNNING:
                 # A report from this test explains the VM's end better than the end itself.
                 outcome = "crash" if reps else _RUNNING_END.get(end, INFRA)

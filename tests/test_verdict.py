@@ -169,3 +169,15 @@ def test_the_leak_check_is_a_result_expected_only_with_its_title():
     assert verdict.leak_check("s", None, clean, {}, "k", "vm1").outcome == "pass"
     assert verdict.leak_check("s", "memory leak in x", clean, {}, "k", "vm1").outcome == "xpass"
     assert verdict.leak_check("s", None, {"done": True, "tests": []}, {}, "k", "vm1") is None
+
+
+def test_a_new_taint_without_a_parsed_report_is_a_report():
+    guest = {"done": True, "tests": [
+        {"id": "t.py::test_a", "outcome": "pass", "duration_s": 0.1, "message": "",
+         "taint": {"before": 0, "after": 1 << 9 | 1 << 7}},  # W and D
+        {"id": "t.py::test_b", "outcome": "pass", "duration_s": 0.1, "message": "",
+         "taint": {"before": 512, "after": 512}}]}
+    rs = verdict.decide([("s", "t.py", "pass")], guest, vmres("exited"), "", "k", "vm1")
+    a, b = rs
+    assert (a.outcome, [(x.title, x.type) for x in a.reports]) == ("crash", [("kernel tainted: DW", "TAINT")])
+    assert (b.outcome, b.reports) == ("pass", [])

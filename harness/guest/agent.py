@@ -22,6 +22,17 @@ _OUTCOME = {"passed": "pass", "failed": "fail", "skipped": "skip"}
 KMSG = "/dev/kmsg"
 
 
+TAINTED = "/proc/sys/kernel/tainted"
+
+
+def tainted():
+    try:
+        with open(TAINTED) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+
+
 def kmsg(text):
     """A line in the kernel log, level notice; falls back to stdout without /dev/kmsg."""
     try:
@@ -45,6 +56,7 @@ class Recorder:
         self.names = {}  # pytest nodeid -> our id
         self.started = 0.0
         self.last_end = time.monotonic()
+        self.taint0 = None
         self.phases = {}
 
     def _entry(self, nodeid):
@@ -89,6 +101,7 @@ class Recorder:
         e = self._entry(nodeid)
         e["outcome"] = protocol.RUNNING
         self.phases = {}
+        self.taint0 = tainted()
         self.started = time.monotonic()
         self.save()
 
@@ -113,6 +126,9 @@ class Recorder:
             outcome = "pass"
         e = self._entry(nodeid)
         e["outcome"], e["duration_s"] = outcome, dur
+        t1 = tainted()
+        if t1 is not None and self.taint0 is not None and t1 != self.taint0:
+            e["taint"] = {"before": self.taint0, "after": t1}
         self.last_end = time.monotonic()
         self.save()
         kmsg(f"{protocol.MARK_END} {nodeid} {outcome} {dur:.3f}s")
