@@ -55,3 +55,12 @@ def test_spinlockup_then_panic():
 @pytest.mark.parametrize("name", ["BUG", "EXCEPTION", "ACCESS_NULL", "WRITE_KERN"])
 def test_oops(name):
     provoke(name)
+
+
+def test_softlockup_then_panic():
+    # A CPU spinning with preemption off: the soft lockup detector (20 s here) and RCU's stall
+    # detector report it; then end the VM.
+    provoke("SOFTLOCKUP", wait=False)
+    time.sleep(70)
+    provoke("PANIC", wait=False)
+    time.sleep(30)
