@@ -135,12 +135,15 @@ def cmd_list(a) -> int:
 
     for s in scenario.load_all(a.scenarios):
         frags = ", ".join(("base",) + s.kernel.fragments)
+        frags += "".join(f" + {p.name}" for p in s.kernel.patches)
         print(f"{s.name}  ({s.file.name}; kernel: {frags}; vm: {s.vm.cpus} cpus, {s.vm.memory})")
         if s.description:
             print(f"    {s.description}")
         for t in s.tests:
-            exp = "" if t.expect == "pass" else f"  [expect {t.expect}]"
+            exp = "" if t.expect == "pass" else f"  [expect {t.expect}{': ' + t.title if t.title else ''}]"
             print(f"    {t.id}{exp}")
+        if s.leak:
+            print(f"    (leak check expects: {s.leak})")
     return EXIT_OK
 
 
