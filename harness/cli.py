@@ -55,6 +55,18 @@ def make_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="scenarios and their tests")
     ls.add_argument("scenarios", nargs="*")
 
+    rp = sub.add_parser("repro", help="run a C reproducer N times in the guest; rate and titles")
+    _kernel_opts(rp)
+    rp.add_argument("file", type=Path, help="C reproducer (e.g. syzbot's repro.c), built -static")
+    rp.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
+                    help="kconfig fragment (repeatable; default: watch-queue kasan kmemleak debug-info)")
+    rp.add_argument("--patch", type=Path, action="append", default=[],
+                    help="apply this patch to a private variant of the tree (repeatable)")
+    rp.add_argument("--repeat", type=int, default=1, help="runs (default 1)")
+    rp.add_argument("--timeout", type=float, default=60.0, help="seconds per run (default 60)")
+    rp.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    rp.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+
     d = sub.add_parser("doctor", help="what is missing here, and how to install it")
     d.add_argument("--no-probe", action="store_true", help="do not boot a KVM probe")
 
@@ -155,6 +167,12 @@ def cmd_doctor(a) -> int:
     return EXIT_OK if all(c.ok for c in cs) else EXIT_INFRA
 
 
+def cmd_repro(a) -> int:
+    from harness import repro
+
+    return repro.main(a)
+
+
 def cmd_bench(a) -> int:
     from harness import bench
 
@@ -218,7 +236,8 @@ def report_text(reports, log: Path, top: int = 8) -> str:
 
 
 COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
-            "doctor": cmd_doctor, "bench": cmd_bench, "parse": cmd_parse}
+            "doctor": cmd_doctor, "bench": cmd_bench,
+            "repro": cmd_repro, "parse": cmd_parse}
 
 
 def main(argv: list[str] | None = None) -> int:

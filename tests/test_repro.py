@@ -1,0 +1,45 @@
+"""wqh repro without a VM: compiling, the generated guest module, reading the runs back."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import repro
+from harness.results import Report, RunSummary, TestResult
+
+
+def test_bad_c_is_exit_3_naming_the_file_and_leaves_no_output(tmp_path, wqh_cmd):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main( {\n")
+    out = tmp_path / "out"
+    r = subprocess.run(wqh_cmd + ["repro", str(bad), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 3
+    assert f"{bad}: does not compile" in r.stderr and "bad.c:1:" in r.stderr
+    assert not out.exists()
+
+
+def test_the_generated_module_runs_each_run_and_ends_a_looping_one(tmp_path):
+    loop = tmp_path / "loop.c"
+    loop.write_text("int main(void) { for (;;) ; }\n")
+    binary = repro.compile_c(loop, tmp_path / "loop")
+    case = tmp_path / "test_case.py"
+    case.write_text(repro._CASE.format(binary=str(binary), repeat=2, timeout=0.5))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(case)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "run 0: exit -9" in r.stdout and "run 1: exit -9" in r.stdout  # killed at the timeout
+    assert "2 passed" in r.stdout
+
+
+def test_a_run_reproduces_when_the_kernel_reported_during_it(tmp_path):
+    case = tmp_path / "test_repro_case.py"
+    rep = Report(title="KASAN: slab-out-of-bounds Write in watch_queue_set_filter", type="KASAN")
+    s = RunSummary([TestResult("repro", f"{case}::test_run[1]", "k", "xfail", "crash", reports=[rep]),
+                    TestResult("repro", f"{case}::test_run[0]", "k", "xpass", "crash"),
+                    TestResult("repro", "wqh:kmemleak", "k", "pass")], 0, 0, tmp_path)
+    runs = repro.runs_of(s)
+    assert [(r.index, r.reproduced, r.titles) for r in runs] == [
+        (0, False, []), (1, True, [rep.title])]
+    sc = repro.scenario_for(case, 2, 10.0, repro.DEFAULT_FRAGMENTS, ())
+    assert sc.tests[0].expect == "crash" and sc.tests[0].node == f"{case}::test_run"
+    assert sc.timeouts.no_output >= 70  # a looping reproducer is silent by design
