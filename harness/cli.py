@@ -67,6 +67,20 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     rp.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
 
+    vf = sub.add_parser("verify", help="a reproducer on the tree with and without a patch, N runs each")
+    _kernel_opts(vf)
+    vf.add_argument("file", type=Path, help="C reproducer, built -static")
+    vf.add_argument("--fix", type=Path, action="append", default=[],
+                    help="the fix: base = the tree, fixed = the tree + this patch")
+    vf.add_argument("--bug", type=Path, action="append", default=[],
+                    help="the bug: base = the tree + this patch, fixed = the tree")
+    vf.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
+                    help="kconfig fragment (repeatable; default: watch-queue kasan kmemleak debug-info)")
+    vf.add_argument("--repeat", type=int, default=10, help="runs on each tree (default 10)")
+    vf.add_argument("--timeout", type=float, default=60.0, help="seconds per run (default 60)")
+    vf.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    vf.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+
     d = sub.add_parser("doctor", help="what is missing here, and how to install it")
     d.add_argument("--no-probe", action="store_true", help="do not boot a KVM probe")
 
@@ -173,6 +187,12 @@ def cmd_repro(a) -> int:
     return repro.main(a)
 
 
+def cmd_verify(a) -> int:
+    from harness import repro
+
+    return repro.verify(a)
+
+
 def cmd_bench(a) -> int:
     from harness import bench
 
@@ -237,7 +257,7 @@ def report_text(reports, log: Path, top: int = 8) -> str:
 
 COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
-            "repro": cmd_repro, "parse": cmd_parse}
+            "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,20 +98,32 @@ def runs_of(summary) -> list[Run]:
     return sorted(out, key=lambda x: x.index)
 
 
-def main(a) -> int:
+def _check(a) -> None:
     if a.repeat < 1:
         raise InputError(f"--repeat {a.repeat}: must be at least 1", key="--repeat")
     if a.timeout <= 0:
         raise InputError(f"--timeout {a.timeout}: must be > 0 seconds", key="--timeout")
-    patches = tuple(p.resolve() for p in a.patch)
-    for p in patches:
+
+
+def _patch_list(paths, key: str) -> tuple[Path, ...]:
+    out = tuple(Path(p).resolve() for p in paths)
+    for p in out:
         if not p.is_file():
-            raise InputError(f"--patch {p}: no such file", key="--patch")
-    with tempfile.TemporaryDirectory() as d:  # bad input leaves no output directory behind
-        built = compile_c(a.file.resolve(), Path(d) / "repro")
-        out: Path = (a.out or runner.default_out_dir()).resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        binary = Path(shutil.move(str(built), out / "repro"))
+            raise InputError(f"{key} {p}: no such file", key=key)
+    return out
+
+
+@dataclass
+class Outcome:
+    reproduced: int
+    repeat: int
+    titles: list[str]
+    infra: bool
+
+
+def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = "") -> Outcome:
+    """Run BINARY a.repeat times on the kernel (tree + PATCHES); print and record each run."""
+    out.mkdir(parents=True, exist_ok=True)
     case = out / "test_repro_case.py"
     case.write_text(_CASE.format(binary=str(binary), repeat=a.repeat, timeout=float(a.timeout)))
     sc = scenario_for(case, a.repeat, float(a.timeout), tuple(a.config) or DEFAULT_FRAGMENTS, patches)
@@ -120,18 +132,77 @@ def main(a) -> int:
     runs = runs_of(summary)
     for r in runs:
         what = "reproduced" if r.reproduced else "not reproduced"
-        print(f"run {r.index + 1:>3}/{a.repeat}: {what:<15} {r.outcome:<8} {'; '.join(r.titles)}")
+        print(f"{label}run {r.index + 1:>3}/{a.repeat}: {what:<15} {r.outcome:<8} {'; '.join(r.titles)}")
     k = sum(r.reproduced for r in runs)
     titles = sorted({t for r in runs for t in r.titles})
-    print(f"reproduced {k}/{a.repeat}" + (f": {'; '.join(titles)}" if titles else ""))
+    print(f"{label}reproduced {k}/{a.repeat}" + (f": {'; '.join(titles)}" if titles else ""))
     for r in summary.results:  # kmemleak kernels: the leak check after the last run of a VM
         if r.test == "wqh:kmemleak" and r.reports:
-            print(f"leak check ({r.vm}): {'; '.join(x.title for x in r.reports)}")
+            print(f"{label}leak check ({r.vm}): {'; '.join(x.title for x in r.reports)}")
     (out / "repro.json").write_text(json.dumps({
-        "file": str(a.file.resolve()), "repeat": a.repeat, "timeout_s": a.timeout,
-        "reproduced": k, "titles": titles,
+        "file": str(a.file.resolve()), "patches": [str(p) for p in patches], "repeat": a.repeat,
+        "timeout_s": a.timeout, "reproduced": k, "titles": titles,
         "runs": [r.__dict__ for r in runs]}, indent=1) + "\n")
-    print(f"artifacts: {out}")
-    infra = [r for r in summary.results if r.outcome == "infra-error"]
-    return 2 if infra else 0
+    infra = any(r.outcome == "infra-error" for r in summary.results)
+    return Outcome(k, a.repeat, titles, infra)
 
+
+def _binary(a, d: str) -> tuple[Path, Path]:
+    """Compile first (bad input leaves no output directory), then make the output directory."""
+    built = compile_c(a.file.resolve(), Path(d) / "repro")
+    out: Path = (a.out or runner.default_out_dir()).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.move(str(built), out / "repro")), out
+
+
+def main(a) -> int:
+    _check(a)
+    patches = _patch_list(a.patch, "--patch")
+    with tempfile.TemporaryDirectory() as d:
+        binary, out = _binary(a, d)
+    o = execute(binary, out, a, patches)
+    print(f"artifacts: {out}")
+    return 2 if o.infra else 0
+
+
+def statement(base: Outcome, fixed: Outcome) -> tuple[str, bool]:
+    """What the two rates say, and whether they prove the fix.
+
+    If the fix changed nothing, each run on the fixed tree would still reproduce with the base's
+    rate p; seeing none in N runs then has probability (1-p)^N: the confidence is 1 - that."""
+    n = base.repeat
+    if base.reproduced == 0:
+        return (f"does not reproduce on the base tree (0/{n}): nothing to verify; "
+                "try more runs or a longer --timeout"), False
+    p = base.reproduced / n
+    if fixed.reproduced:
+        return (f"reproduces on the base tree ({base.reproduced}/{n}) and still with the fix "
+                f"({fixed.reproduced}/{fixed.repeat}): the fix does not fix it"), False
+    conf = 1 - (1 - p) ** fixed.repeat
+    return (f"reproduces on the base tree ({base.reproduced}/{n}: {'; '.join(base.titles)}); "
+            f"does not reproduce with the fix (0/{fixed.repeat}); confidence {conf:.4f} that the "
+            f"fix, not chance, made the difference"), True
+
+
+def verify(a) -> int:
+    """`wqh verify FILE.c --fix P` (base = tree, fixed = tree + P) or `--bug P` (base = tree + P,
+    fixed = tree): the same reproducer, N runs on each."""
+    _check(a)
+    if bool(a.fix) == bool(a.bug):
+        raise InputError("give either --fix PATCH (the tree has the bug) or --bug PATCH (the patch "
+                         "puts the bug back)", key="--fix/--bug")
+    fix = _patch_list(a.fix, "--fix")
+    bug = _patch_list(a.bug, "--bug")
+    with tempfile.TemporaryDirectory() as d:
+        binary, out = _binary(a, d)
+    base = execute(binary, out / "base", a, bug, label="base:  ")
+    fixed = execute(binary, out / "fixed", a, fix, label="fixed: ")
+    text, proved = statement(base, fixed)
+    print(text)
+    (out / "verify.json").write_text(json.dumps({
+        "base": base.__dict__, "fixed": fixed.__dict__, "statement": text, "proved": proved},
+        indent=1) + "\n")
+    print(f"artifacts: {out}")
+    if base.infra or fixed.infra:
+        return 2
+    return 0 if proved else 1

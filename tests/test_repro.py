@@ -43,3 +43,19 @@ def test_a_run_reproduces_when_the_kernel_reported_during_it(tmp_path):
     sc = repro.scenario_for(case, 2, 10.0, repro.DEFAULT_FRAGMENTS, ())
     assert sc.tests[0].expect == "crash" and sc.tests[0].node == f"{case}::test_run"
     assert sc.timeouts.no_output >= 70  # a looping reproducer is silent by design
+
+
+def test_verify_states_the_rates_and_the_confidence():
+    base = repro.Outcome(3, 10, ["KASAN: x"], False)
+    text, ok = repro.statement(base, repro.Outcome(0, 10, [], False))
+    assert ok and "(3/10: KASAN: x)" in text and "(0/10)" in text
+    assert "confidence 0.9718" in text  # 1 - 0.7**10
+    assert repro.statement(base, repro.Outcome(1, 10, ["KASAN: x"], False))[1] is False
+    assert repro.statement(repro.Outcome(0, 10, [], False), repro.Outcome(0, 10, [], False))[1] is False
+
+
+def test_verify_needs_exactly_one_of_fix_and_bug(tmp_path, wqh_cmd):
+    c = tmp_path / "r.c"
+    c.write_text("int main(void) { return 0; }\n")
+    r = subprocess.run(wqh_cmd + ["verify", str(c)], capture_output=True, text=True)
+    assert r.returncode == 3 and "--fix PATCH" in r.stderr
