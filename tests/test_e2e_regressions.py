@@ -2,6 +2,8 @@
 its scenario expects, and the same reproducers pass on the fixed trees. Variants are built
 incrementally from the cache (about a minute each) the first time."""
 
+import json
+
 import pytest
 
 from e2e import results, wqh
@@ -75,3 +77,18 @@ def test_the_nested_pipe_lock_is_lockdeps_possible_deadlock_in_pipe_write(wall):
     t = next(t for t in by["055ca83559-lockdep"] if t["test"] != "wqh:kmemleak")
     assert t["outcome"] == "xfail"
     assert "possible deadlock in pipe_write" in [x["title"] for x in t["reports"]]
+
+
+def test_verify_runs_a_reproducer_from_outside_the_repo_on_both_trees(tmp_path):
+    c = tmp_path / "cve-2022-0995.c"  # outside the repo, as a user's syzbot download would be
+    c.write_text((REG / "repro" / "c993ee0f9f-filter-overflow.c").read_text())
+    out = tmp_path / "v"
+    r = wqh("verify", str(c), "--bug", str(REG / "patches" / "c993ee0f9f-filter-overflow.patch"),
+            "--repeat", "2", "--timeout", "10", "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    title = "KASAN: slab-out-of-bounds Write in watch_queue_set_filter"
+    assert f"base:  reproduced 2/2: {title}" in r.stdout
+    assert "fixed: reproduced 0/2" in r.stdout
+    assert "does not reproduce with the fix (0/2)" in r.stdout
+    v = json.loads((out / "verify.json").read_text())
+    assert v["proved"] and v["base"]["titles"] == [title]
