@@ -25,6 +25,7 @@ from harness.scenario import Scenario, TestRef, VMShape
 SANITIZER_FACTORS = {"KASAN": 2.5, "DEBUG_KMEMLEAK": 1.5, "PROVE_LOCKING": 1.5, "KCSAN": 3.0}
 KVM_FACTOR = 0.5
 BOOT_ALLOWANCE_S = 90.0  # boot + agent start, under TCG on a plain kernel
+START_SILENCE_S = 150.0  # longest silence before the first test (boot, Python, collection)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
                      rwdirs=(vdir,), append=guest_cmdline(dotconfig), no_output_s=no_output,
-                     total_s=total)
+                     start_no_output_s=START_SILENCE_S * factor, total_s=total)
     warm_bytecode([t["node"] for t in plan_tests])
     py = shlex.quote(sys.executable)
     exec_cmd = (f"cd {shlex.quote(str(REPO))} && PYTHONPATH={shlex.quote(str(REPO))} "
