@@ -144,7 +144,7 @@ SKIP_GROUPS: dict[str, tuple[str, ...]] = {
         r"_*create_object", r"_*do_kmalloc\w*", r"new_slab", r"allocate_slab", r"alloc_slab_page",
         r"_*kstrn?dup\w*", r"_*kmemdup\w*", r"_*alloc_percpu\w*", r"pcpu_alloc", r"mempool_alloc\w*",
         r"_*get_free_pages", r"get_zeroed_page", r"_*folio_alloc\w*", r"_*kvasprintf\w*",
-        r"_*kasprintf", r"alloc_page_interleave", r"_*alloc_pages_node",
+        r"_*kasprintf", r"alloc_page_interleave", r"_*alloc_pages_node", r"bitmap_(?:z)?alloc(?:_node)?",
     ),
     "strings": (
         r"_*memcpy\w*", r"_*memmove\w*", r"_*memset\w*", r"_*memcmp", r"_*memchr", r"_*bcmp",
