@@ -1,4 +1,4 @@
-"""Command line: wqh run | build | shell | list | doctor | bench | parse."""
+"""Command line: wqh run | build | shell | list | wall | repro | verify | doctor | bench | parse."""
 
 from __future__ import annotations
 
@@ -81,6 +81,18 @@ def make_parser() -> argparse.ArgumentParser:
     vf.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     vf.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
 
+    w = sub.add_parser("wall", help="the regression wall: every known bug re-introduced and fixed, "
+                                    "as a table")
+    _kernel_opts(w)
+    w.add_argument("--racy", action="store_true",
+                   help="also run the racy bugs' C reproducers --repeat times on both trees")
+    w.add_argument("--repeat", type=int, default=20, help="runs per tree of a racy reproducer (default 20)")
+    w.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds per racy run (default 15; the reproducers stop after 8)")
+    w.add_argument("--index", type=Path, help="the bug index (default: scenarios/regressions/wall/bugs.yaml)")
+    w.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    w.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+
     d = sub.add_parser("doctor", help="what is missing here, and how to install it")
     d.add_argument("--no-probe", action="store_true", help="do not boot a KVM probe")
 
@@ -91,6 +103,8 @@ def make_parser() -> argparse.ArgumentParser:
                     help="skip the two cold builds (ours and vng --kconfig's)")
     be.add_argument("--skip-kasan", action="store_true",
                     help="skip the functional suite on the KASAN+kmemleak kernel")
+    be.add_argument("--cold-run", action="store_true",
+                    help="also time the whole default run from an empty cache (builds every kernel)")
 
     pa = sub.add_parser("parse",
                         help="find, title and attribute the kernel reports of a saved console log")
@@ -193,6 +207,12 @@ def cmd_verify(a) -> int:
     return repro.verify(a)
 
 
+def cmd_wall(a) -> int:
+    from harness import wall
+
+    return wall.main(a)
+
+
 def cmd_bench(a) -> int:
     from harness import bench
 
@@ -257,7 +277,7 @@ def report_text(reports, log: Path, top: int = 8) -> str:
 
 COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
-            "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse}
+            "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall}
 
 
 def main(argv: list[str] | None = None) -> int:

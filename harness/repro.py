@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import runner
@@ -119,6 +119,11 @@ class Outcome:
     repeat: int
     titles: list[str]
     infra: bool
+    runs: list[Run] = field(default_factory=list)
+
+    def rate_of(self, title: str) -> int:
+        """Runs that reported TITLE (a racy kernel may also report unrelated noise)."""
+        return sum(title in r.titles for r in self.runs)
 
 
 def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = "") -> Outcome:
@@ -144,7 +149,7 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
         "timeout_s": a.timeout, "reproduced": k, "titles": titles,
         "runs": [r.__dict__ for r in runs]}, indent=1) + "\n")
     infra = any(r.outcome == "infra-error" for r in summary.results)
-    return Outcome(k, a.repeat, titles, infra)
+    return Outcome(k, a.repeat, titles, infra, runs)
 
 
 def _binary(a, d: str) -> tuple[Path, Path]:
