@@ -7,6 +7,9 @@
 - the functional suite, default and KASAN+kmemleak kernels: time in the guest, whole run, boot;
 - the edit loop: kernel/watch_queue.c changed (as a patch on a private variant), rebuild and
   functional suite to verdict;
+- boot to first test of every sanitizer profile whose kernel is built (smoke test on it);
+- the whole default run (`wqh run`, every scenario of scenarios/), warm; cold (from an empty
+  cache, building every kernel) with --cold-run;
 - `wqh parse` throughput on a ~100 MB log of real console logs.
 Figures go to DIR/bench.json: {name, value, unit, baseline, ratio, target}.
 """
@@ -138,6 +141,46 @@ def _edit_loop(out: Path, kernel: str | None) -> tuple[float, dict]:
     return wall, json.loads((out / "run-edit" / "results.json").read_text())
 
 
+# Sanitizer profiles, as the scenarios and `wqh repro` build them.
+PROFILES = {
+    "kasan": ("watch-queue", "kasan", "debug-info"),
+    "kasan_kmemleak": ("watch-queue", "kasan", "kmemleak", "debug-info"),
+    "kasan_kmemleak_fault_injection": ("watch-queue", "kasan", "kmemleak", "debug-info", "fault-injection"),
+    "lockdep_kasan_kmemleak": ("watch-queue", "kasan", "kmemleak", "lockdep", "debug-info", "crashkit"),
+    "kcsan": ("watch-queue", "kcsan", "debug-info"),
+}
+
+
+def _profile_boot(out: Path, kernel: str | None, src: source.KernelSource, name: str,
+                  frags: tuple[str, ...]) -> float | None:
+    """Boot to first test of the smoke test on this profile's kernel; None if not built."""
+    cfg = config.merge(src, config.fragment_list(list(frags), SCENARIOS))
+    if build.reusable(src, cfg) is None:
+        print(f"bench: profile {name}: kernel not built, skipped (wqh build "
+              + " ".join(f"-f {f}" for f in frags) + ")", flush=True)
+        return None
+    scen = out / f"smoke-{name}.yaml"
+    scen.write_text(f"name: smoke-{name}\nkernel:\n  fragments: [{', '.join(frags)}]\n"
+                    "timeouts: {no_output: 240, total: 480}\n"
+                    f"tests:\n  - {SCENARIOS.parent}/guest-tests/test_smoke.py::test_key_update_gives_one_record\n")
+    _, r = _wqh_run(out / f"run-profile-{name}", kernel, str(scen))
+    return r["timings"].get("boot_to_first_test_s")
+
+
+def _default_run(out: Path, kernel: str | None, cache: Path | None = None) -> float:
+    """The whole `wqh run` of scenarios/ (every scenario), to its verdict."""
+    cmd = [sys.executable, "-m", "harness", "run", "--out", str(out)]
+    if kernel:
+        cmd += ["--kernel", kernel]
+    env = dict(os.environ, **({"WQH_CACHE": str(cache)} if cache else {}))
+    t0 = time.monotonic()
+    rc = procs.run(cmd, stdout=subprocess.DEVNULL, env=env)
+    wall = time.monotonic() - t0
+    if rc != 0:
+        raise RuntimeError(f"wqh run (default) failed (exit {rc}); see {out}")
+    return wall
+
+
 def _parse_throughput(out: Path) -> tuple[float, float]:
     """(MB/s, MB) of report.parse_file on a ~100 MB log made of real console logs."""
     from harness import report
@@ -210,6 +253,24 @@ def main(a) -> int:
     add(Figure("edit_loop_functional", wall, "s", target="<= 60"))
     kinfo = next(iter(r["kernels"].values()))
     add(Figure("edit_loop_build", kinfo["build_wall_s"], "s", target="<= 90 (variant)"))
+
+    plain = first
+    for name, frags in PROFILES.items():
+        b2f = _profile_boot(out, a.kernel, src, name, frags)
+        if b2f is not None:
+            add(Figure(f"boot_to_first_test_{name}", b2f, "s", plain, "default kernel",
+                       b2f / plain if plain else None,
+                       target="<= 25" if name == "kasan_kmemleak" else None))
+
+    add(Figure("default_run_warm", _default_run(out / "run-default-warm", a.kernel), "s",
+               target="<= 300"))
+    if a.cold_run:
+        cold_cache = Path(tempfile.mkdtemp(prefix="wqh-bench-cache-", dir=str(build.cache_dir().parent)))
+        try:
+            add(Figure("default_run_cold", _default_run(out / "run-default-cold", a.kernel, cold_cache),
+                       "s", target="<= 1800"))
+        finally:
+            shutil.rmtree(cold_cache, ignore_errors=True)
 
     rate, mb = _parse_throughput(out)
     add(Figure("parse_throughput", rate, "MB/s"))
