@@ -101,6 +101,33 @@ def _bare_boot(bz: Path, acc: accel.Accel) -> float:
         return time.monotonic() - t0
 
 
+def _two_bare_boots(bz: Path, acc: accel.Accel, parallel: bool) -> float:
+    """Wall time of two bare boots of the same kernel, one after the other or at once."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def one():
+        try:
+            _bare_boot(bz, acc)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    t0 = time.monotonic()
+    if parallel:
+        ts = [threading.Thread(target=one) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    else:
+        one()
+        one()
+    if errors:
+        raise errors[0]
+    return time.monotonic() - t0
+
+
 def _wqh_run(out: Path, kernel: str | None, scenario: str = "smoke.yaml") -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "harness", "run", str(SCENARIOS / scenario), "--out", str(out)]
     if kernel:
@@ -234,6 +261,13 @@ def main(a) -> int:
     if first is not None:
         add(Figure("boot_to_first_test", first, "s", bare, "bare vng --exec true", first / bare))
     add(Figure("bare_vng_exec_true", bare, "s"))
+    # Do two TCG guests at once beat two in a row on this machine's cores?
+    try:
+        seq = _two_bare_boots(bz, acc, parallel=False)
+        par = _two_bare_boots(bz, acc, parallel=True)
+        add(Figure("two_boots_parallel", par, "s", seq, "two boots in a row", par / seq))
+    except RuntimeError as e:
+        print(f"bench: two VMs at once could not be measured: {e}", flush=True)
 
     # The functional suite: the whole `wqh run` (kernel reused) and the suite's own time in the
     # guest (sum of the tests' durations; collection and boot excluded).
