@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import runner
@@ -205,7 +205,7 @@ def verify(a) -> int:
     text, proved = statement(base, fixed)
     print(text)
     (out / "verify.json").write_text(json.dumps({
-        "base": base.__dict__, "fixed": fixed.__dict__, "statement": text, "proved": proved},
+        "base": asdict(base), "fixed": asdict(fixed), "statement": text, "proved": proved},
         indent=1) + "\n")
     print(f"artifacts: {out}")
     if base.infra or fixed.infra:
