@@ -85,14 +85,17 @@ def test_interrupted_build_is_not_reused_and_leaves_no_make(tmp_path, tmp_cache)
             "from harness.config import ConfigResult; procs.install_handlers();"
             f"src = KernelSource(__import__('pathlib').Path({str(src.path)!r}), {src.identity!r}, 'path', True);"
             f"build.build(src, ConfigResult('CONFIG_WATCH_QUEUE=y\\n', {cfg().hash!r}, (), None), ccache=False)")
-    env = dict(os.environ, FAKE_SLEEP="60")
+    # A sleep no other process on the machine runs: pgrep must find only the build's child.
+    naptime = f"60.{os.getpid()}{time.monotonic_ns() % 10000}"
+    env = dict(os.environ, FAKE_SLEEP=naptime)
     p = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
     bdir = build.builddir_for(BuildKey(src.identity, cfg().hash))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (bdir / "build.log").exists():
         time.sleep(0.1)
     time.sleep(1.0)
-    sleepers = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout.split()
+    sleepers = subprocess.run(["pgrep", "-f", f"sleep {naptime}"], capture_output=True,
+                              text=True).stdout.split()
     assert sleepers, "the fake build did not start"
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=15)
