@@ -103,3 +103,10 @@ def test_the_table_has_a_row_per_bug_with_why_for_the_unreproduced():
 def test_wall_is_a_subcommand(wqh_cmd):
     r = subprocess.run(wqh_cmd + ["wall", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--racy" in r.stdout
+
+
+def test_only_an_unknown_fix_is_exit_3(tmp_path, wqh_cmd):
+    r = subprocess.run(wqh_cmd + ["wall", "--only", "deadbeef", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and "--only deadbeef: no such fix" in r.stderr
+    assert not (tmp_path / "o").exists()
