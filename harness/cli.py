@@ -88,7 +88,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also run the racy bugs' C reproducers --repeat times on both trees")
     w.add_argument("--repeat", type=int, default=20, help="runs per tree of a racy reproducer (default 20)")
     w.add_argument("--timeout", type=float, default=15.0,
-                   help="seconds per racy run (default 15; the reproducers stop after 8)")
+                   help="seconds per racy run (default 15; the reproducers stop after 5)")
     w.add_argument("--only", action="append", default=[], metavar="FIX",
                    help="only this bug (its fix id in the index, e.g. 353f7988dd); repeatable")
     w.add_argument("--index", type=Path, help="the bug index (default: scenarios/regressions/wall/bugs.yaml)")

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_SECONDS 8
+#define RUN_SECONDS 5
 #define O_NOTIFICATION_PIPE O_EXCL
 #define IOC_WATCH_QUEUE_SET_SIZE _IO('W', 0x60)
 #define KEYCTL_JOIN_SESSION_KEYRING 1
