@@ -18,7 +18,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 # on (pytest output before it on the same line) the kernel's six, so that a test parameter like
 # "[0.5]" is never taken for a timestamp.
 STAMP = re.compile(r"(?:^(?:<\d+>)?\[\s*\d+\.\d+\]|\[\s*\d+\.\d{6}\])(?:\[\s*([TC]\d+)\])? ?")
-_BEGIN = re.compile(re.escape(protocol.MARK_BEGIN) + r" (\S+)")
+# With its tail the id is exact whatever follows; logs of older agents have no tail.
+_BEGIN = re.compile(re.escape(protocol.MARK_BEGIN) + r" (?:(\S+)" + re.escape(protocol.MARK_TAIL)
+                    + r"|(\S+))")
 _END = re.compile(re.escape(protocol.MARK_END) + r" (\S+) (\S+)")
 BOOT, TEARDOWN = "boot", "teardown"
 
@@ -52,7 +54,7 @@ class Owners:
         text = text[i:]  # also a marker the agent printed to stdout, after pytest's output
         m = _BEGIN.match(text)
         if m:
-            self.current = m.group(1)
+            self.current = m.group(1) or m.group(2)
             return True
         m = _END.match(text)
         if m:

@@ -58,7 +58,7 @@ def test_outcomes_markers_and_results_file(tmp_path):
     skip = next(t for t in res["tests"] if t["id"].endswith("test_skip"))
     assert "no watch queue here" in skip["message"]
     lines = kmsg.splitlines()
-    assert lines[0] == "<5>wqh: begin t/test_mix.py::test_ok"
+    assert lines[0] == "<5>wqh: begin t/test_mix.py::test_ok ."
     assert lines[1].startswith("<5>wqh: end t/test_mix.py::test_ok pass ")
     assert lines[-1] == "<5>wqh: agent done"
     assert sum(1 for ln in lines if "wqh: begin" in ln) == 5

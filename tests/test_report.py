@@ -612,6 +612,18 @@ def test_owner_is_boot_the_test_between_its_markers_or_teardown():
         ("boot", 2), ("tests/t.py::test_a", 2), ("teardown", 2)]
 
 
+def test_pytest_output_glued_to_a_marker_is_not_part_of_the_test_id():
+    # Seen on a real console: pytest's "collecting ... collected 1 item" around the kmsg line.
+    w = warn("kernel/watch_queue.c:250", "post_one_notification+0x2a1/0x300",
+             "post_one_notification+0x2a1/0x300", [" key_update+0x1b2/0x220"])
+    text = ("collecting ... " + kmsg("wqh: begin tests/t.py::test_a .collected 1 item", *w)
+            + kmsg("wqh: end tests/t.py::test_a crash 0.1s .", *w))
+    assert [r.test for r in report.parse_text(text)] == ["tests/t.py::test_a", "teardown"]
+    # An agent without the tail: the id runs into the glued text, as before.
+    old = "collecting ... " + kmsg("wqh: begin tests/t.py::test_acollected 1 item", *w)
+    assert [r.test for r in report.parse_text(old)] == ["tests/t.py::test_acollected"]
+
+
 def test_a_marker_inside_a_report_cuts_it():
     k = kasan("slab-out-of-bounds", "watch_queue_set_filter+0x3b0/0x6a0", "Write",
               [" watch_queue_set_filter+0x3b0/0x6a0"])

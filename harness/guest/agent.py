@@ -97,7 +97,7 @@ class Recorder:
 
     def pytest_runtest_logstart(self, nodeid, location):
         nodeid = self._our(nodeid)
-        kmsg(f"{protocol.MARK_BEGIN} {nodeid}")
+        kmsg(f"{protocol.MARK_BEGIN} {nodeid}{protocol.MARK_TAIL}")
         e = self._entry(nodeid)
         e["outcome"] = protocol.RUNNING
         self.phases = {}
@@ -131,7 +131,7 @@ class Recorder:
             e["taint"] = {"before": self.taint0, "after": t1}
         self.last_end = time.monotonic()
         self.save()
-        kmsg(f"{protocol.MARK_END} {nodeid} {outcome} {dur:.3f}s")
+        kmsg(f"{protocol.MARK_END} {nodeid} {outcome} {dur:.3f}s{protocol.MARK_TAIL}")
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -148,7 +148,7 @@ class Recorder:
 def check_leaks(rec, path):
     """The scenario-level leak check: confirmed leaks go to the kernel log between markers."""
     t0 = time.monotonic()
-    kmsg(f"{protocol.MARK_BEGIN} {protocol.KMEMLEAK_ID}")
+    kmsg(f"{protocol.MARK_BEGIN} {protocol.KMEMLEAK_ID}{protocol.MARK_TAIL}")
     # Objects from the last test must reach kmemleak's minimum age before they count.
     blocks = kmemleak.confirmed_leaks(path, since=rec.last_end)
     for block in blocks:
@@ -157,7 +157,7 @@ def check_leaks(rec, path):
     outcome = "fail" if blocks else "pass"
     dur = time.monotonic() - t0
     rec.state["kmemleak"] = {"leaks": len(blocks), "duration_s": round(dur, 3)}
-    kmsg(f"{protocol.MARK_END} {protocol.KMEMLEAK_ID} {outcome} {dur:.3f}s")
+    kmsg(f"{protocol.MARK_END} {protocol.KMEMLEAK_ID} {outcome} {dur:.3f}s{protocol.MARK_TAIL}")
 
 
 def dump_dmesg(outdir):

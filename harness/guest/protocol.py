@@ -12,6 +12,9 @@ DMESG = "dmesg.txt"
 MARK_BEGIN = "wqh: begin"
 MARK_END = "wqh: end"
 MARK_DONE = "wqh: agent done"
+# Ends a marker: pytest's own output may follow it on the same console line ("collecting ...
+# collected 1 item" around a kmsg line), and the node id must not run into it.
+MARK_TAIL = " ."
 # The owner of reports printed by the end-of-run leak check (not a pytest node id).
 KMEMLEAK_ID = "wqh:kmemleak"
 
