@@ -131,6 +131,17 @@ def test_an_expected_crash_needs_the_expected_title():
                                              vmres("panic"), text, "k", "vm1")}
     assert bad[LOSS65 + "[65]"].outcome == "crash"
     assert "expected a report titled 'WARNING in pipe_read'" in bad[LOSS65 + "[65]"].message
+    # ... and that is not what the scenario expected: the run fails.
+    assert ok[LOSS65 + "[65]"].as_expected and not bad[LOSS65 + "[65]"].as_expected
+
+
+def test_an_expected_crash_without_any_report_is_not_as_expected():
+    # The VM died in the test, but no report (or none the markers give to it) was seen.
+    guest = {"done": False, "tests": [{"id": "t.py::test_a", "outcome": "running",
+                                       "duration_s": None, "message": ""}]}
+    (r,) = verdict.decide([("s", "t.py::test_a", "crash", "KASAN: x in y")], guest,
+                          vmres("panic"), "", "k", "vm1")
+    assert (r.outcome, r.expected, r.as_expected) == ("crash", "crash", False)
 
 
 def test_a_whole_file_request_gets_every_test_of_it():
