@@ -121,9 +121,9 @@ class Outcome:
     infra: bool
     runs: list[Run] = field(default_factory=list)
 
-    def rate_of(self, title: str) -> int:
-        """Runs that reported TITLE (a racy kernel may also report unrelated noise)."""
-        return sum(title in r.titles for r in self.runs)
+    def rate_of(self, *titles: str) -> int:
+        """Runs that reported one of TITLES (a racy kernel may also report unrelated noise)."""
+        return sum(any(t in r.titles for t in titles) for r in self.runs)
 
 
 def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = "") -> Outcome:

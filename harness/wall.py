@@ -23,7 +23,7 @@ from harness.paths import SCENARIOS
 
 INDEX = SCENARIOS / "regressions" / "wall" / "bugs.yaml"
 KINDS = ("deterministic", "racy", "not reproduced")
-_KEYS = {k: "" for k in ("fix", "bug", "ids", "kind", "reproducer", "expected", "scenarios",
+_KEYS = {k: "" for k in ("fix", "bug", "ids", "kind", "reproducer", "expected", "also", "scenarios",
                          "patch", "config", "why")}
 FIXED = "@fixed"
 
@@ -36,6 +36,7 @@ class Bug:
     kind: str = "deterministic"
     reproducer: str = ""
     expected: str = ""
+    also: list[str] = field(default_factory=list)  # racy: other titles the same race gives
     scenarios: list[str] = field(default_factory=list)
     patch: Path | None = None
     config: tuple[str, ...] = repro.DEFAULT_FRAGMENTS
@@ -82,6 +83,8 @@ def load_index(file: Path = INDEX) -> list[Bug]:
         if "scenarios" in m:
             b.scenarios = [ctx.scalar(n, f"{key}.scenarios", str)
                            for n in ctx.seq(m["scenarios"][1], f"{key}.scenarios")]
+        if "also" in m:
+            b.also = [ctx.scalar(n, f"{key}.also", str) for n in ctx.seq(m["also"][1], f"{key}.also")]
         if "config" in m:
             b.config = tuple(ctx.scalar(n, f"{key}.config", str)
                              for n in ctx.seq(m["config"][1], f"{key}.config"))
@@ -193,7 +196,8 @@ def run_racy(bugs: list[Bug], a) -> None:
             out.mkdir(parents=True, exist_ok=True)
             binary = Path(binary.replace(out / "repro"))
         base = repro.execute(binary, out / "reintroduced", args, (b.patch,), label=f"{b.fix} bug:   ")
-        if not base.rate_of(b.expected):
+        titles = [b.expected, *b.also]
+        if not base.rate_of(*titles):
             # Nothing to compare against: the fixed tree's runs could prove nothing.
             b.reintroduced_result = _rate_cell(0, base) + (
                 f" (not reproduced in {base.repeat} runs of {a.timeout:g} s)")
@@ -203,7 +207,7 @@ def run_racy(bugs: list[Bug], a) -> None:
         fixed = repro.execute(binary, out / "fixed", args, (), label=f"{b.fix} fixed: ")
         # Only the expected title counts: a sanitizer kernel may report unrelated noise, which
         # is listed but proves nothing either way.
-        k, kf = base.rate_of(b.expected), fixed.rate_of(b.expected)
+        k, kf = base.rate_of(*titles), fixed.rate_of(*titles)
         b.reintroduced_result = _rate_cell(k, base)
         b.fixed_result = _rate_cell(kf, fixed)
         counted_base = repro.Outcome(k, base.repeat, [b.expected] if k else [], base.infra)

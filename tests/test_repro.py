@@ -59,3 +59,10 @@ def test_verify_needs_exactly_one_of_fix_and_bug(tmp_path, wqh_cmd):
     c.write_text("int main(void) { return 0; }\n")
     r = subprocess.run(wqh_cmd + ["verify", str(c)], capture_output=True, text=True)
     assert r.returncode == 3 and "--fix PATCH" in r.stderr
+
+
+def test_a_rate_counts_runs_with_any_of_the_titles_once():
+    runs = [repro.Run(0, True, "xfail", ["A", "B"]), repro.Run(1, True, "xfail", ["noise"]),
+            repro.Run(2, False, "xpass", []), repro.Run(3, True, "xfail", ["B"])]
+    o = repro.Outcome(3, 4, ["A", "B", "noise"], False, runs)
+    assert (o.rate_of("A"), o.rate_of("A", "B"), o.rate_of("C")) == (1, 2, 0)
