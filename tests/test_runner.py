@@ -32,3 +32,39 @@ def test_a_whole_file_request_retries_its_lost_tests():
 def test_guest_cmdline_panics_on_oops_and_shows_every_kasan_report():
     assert runner.guest_cmdline("CONFIG_X=y\n") == ("oops=panic",)
     assert "kasan_multi_shot" in runner.guest_cmdline("CONFIG_X=y\nCONFIG_KASAN=y\n")
+
+
+def _fake_vm(ends):
+    """run_vm stand-in: each boot ends as ENDS says; 'ok' runs every test, else none starts."""
+    from harness import results, vm
+    from harness.guest import protocol
+
+    boots = []
+
+    def run_vm(out, name, items, *a):
+        end = ends[len(boots)]
+        boots.append(name)
+        outcome = "pass" if end == "ok" else protocol.LOST
+        rs = [results.TestResult(s.name, t.id, "k", outcome) for s, t in items]
+        return rs, vm.VMResult([], Path("c"), "exited" if end == "ok" else end, 0, 1.0)
+    return run_vm, boots
+
+
+def test_a_boot_that_dies_before_the_first_test_is_retried_once(monkeypatch):
+    s = Scenario("s", Path("/s.yaml"))
+    items = [(s, TestRef("guest-tests/test_x.py::test_a", F))]
+    names = iter(f"vm{i}" for i in range(1, 10))
+    fake, boots = _fake_vm(["exited", "ok"])
+    monkeypatch.setattr(runner, "run_vm", fake)
+    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    assert boots == ["vm1", "vm2"] and [r.outcome for r in rs] == ["pass"]
+    # Twice in a row: the kernel cannot boot, an infrastructure error, no third boot.
+    fake, boots = _fake_vm(["exited", "panic", "ok"])
+    monkeypatch.setattr(runner, "run_vm", fake)
+    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    assert len(boots) == 2 and [r.outcome for r in rs] == ["infra-error"]
+    # A hang is not a flake: no second boot.
+    fake, boots = _fake_vm(["hang", "ok"])
+    monkeypatch.setattr(runner, "run_vm", fake)
+    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    assert len(boots) == 1 and [r.outcome for r in rs] == ["infra-error"]
