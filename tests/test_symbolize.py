@@ -16,12 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from harness import report, symbolize
+from harness import build, report, symbolize
 from harness.results import Frame, Report
 
-BUILD = Path("/root/.cache/wqh/builds/5777a450a76e4244")
+
+def _kasan_debug_build() -> Path:
+    """A finished KASAN build with debug info of the default tree in the cache, if any."""
+    for d in sorted((build.cache_dir() / "builds").glob("*")):
+        cfg = d / ".config"
+        if (d / build.STAMP).exists() and (d / "vmlinux").is_file() and cfg.is_file():
+            text = cfg.read_text(errors="replace")
+            if "\nCONFIG_KASAN=y\n" in text and "\nCONFIG_DEBUG_INFO=y\n" in text:
+                return d
+    return Path("/nonexistent")
+
+
+BUILD = _kasan_debug_build()
 VMLINUX = BUILD / "vmlinux"
-TREE = Path("/root/.cache/wqh/src/linux-source-6.1")
+TREE = (BUILD / "source").resolve()  # make O= links the build to its tree
 
 
 def test_parse_decoded_6_1_format():
