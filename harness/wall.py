@@ -117,7 +117,7 @@ def _titles(rs: list[results.TestResult]) -> str:
     seen: dict[str, int] = {}
     for r in rs:
         for rep in r.reports:
-            seen[rep.title] = seen.get(rep.title, 0) + max(1, getattr(rep, "count", 1) or 1)
+            seen[rep.title] = seen.get(rep.title, 0) + rep.count
     return "; ".join(f"{t} (x{n})" if n > 1 else t for t, n in seen.items())
 
 

@@ -3,9 +3,8 @@ note page; the buffer's release must drop it, or every page that carried a note 
 teardown. kmemleak cannot see page leaks, so this counts free pages (/proc/vmstat) around
 many create/size/post/read/close cycles of one-page queues."""
 
-import os
-
 from harness.guest import uapi
+from harness.guest.fixtures import Queue
 
 WARMUP = 200
 CYCLES = 2000
@@ -22,15 +21,13 @@ def free_pages() -> int:
 
 def cycles(key: int, n: int) -> None:
     for _ in range(n):
-        r, w = uapi.notification_pipe(os.O_NONBLOCK)
+        q = Queue(size=1)  # one note page
         try:
-            uapi.set_size(r, 1)  # one note page
-            uapi.watch_key(key, r, 1)
+            uapi.watch_key(key, q.r, 1)
             uapi.key_update(key, b"x")
-            assert uapi.read_records(r) == [uapi.key_record(uapi.NOTIFY_KEY_UPDATED, 1, key)]
+            assert uapi.read_records(q.r) == [uapi.key_record(uapi.NOTIFY_KEY_UPDATED, 1, key)]
         finally:
-            os.close(r)
-            os.close(w)
+            q.close()
 
 
 def test_note_pages_come_back_when_queues_close(new_key):

@@ -3,7 +3,6 @@ watch queue must be dropped only after the ring's buffers are released: releasin
 its bit in the queue's allocation bitmap. Re-introduced: KASAN "use-after-free Write in
 watch_queue_pipe_buf_release"."""
 
-import os
 import time
 
 from harness.guest import uapi
@@ -11,23 +10,16 @@ from harness.guest import uapi
 RCU_SETTLE = 1.0  # the removed watch drops its queue reference in an RCU callback
 
 
-def test_closing_a_queue_with_an_unread_removal_record(new_key):
+def test_closing_a_queue_with_an_unread_removal_record(new_key, new_queue):
     key = new_key()
-    r, w = uapi.notification_pipe(os.O_NONBLOCK)
-    uapi.set_size(r, 1)
-    uapi.watch_key(key, r, 1)
-    uapi.unwatch_key(key, r)  # its removal record stays unread in the ring
+    q = new_queue(size=1)
+    uapi.watch_key(key, q.r, 1)
+    uapi.unwatch_key(key, q.r)  # its removal record stays unread in the ring
     time.sleep(RCU_SETTLE)  # now the pipe holds the queue's last reference
-    assert uapi.fionread(r) == 16
-    os.close(r)
-    os.close(w)
+    assert uapi.fionread(q.r) == 16
+    q.close()
     # The queue is gone; the key is still usable and watchable from a new queue.
-    r, w = uapi.notification_pipe(os.O_NONBLOCK)
-    try:
-        uapi.set_size(r, 1)
-        uapi.watch_key(key, r, 2)
-        uapi.key_update(key, b"y")
-        assert uapi.read_records(r) == [uapi.key_record(uapi.NOTIFY_KEY_UPDATED, 2, key)]
-    finally:
-        os.close(r)
-        os.close(w)
+    q = new_queue(size=1)
+    uapi.watch_key(key, q.r, 2)
+    uapi.key_update(key, b"y")
+    assert uapi.read_records(q.r) == [uapi.key_record(uapi.NOTIFY_KEY_UPDATED, 2, key)]
