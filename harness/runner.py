@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +135,7 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
                      rwdirs=(vdir,), append=guest_cmdline(dotconfig), no_output_s=no_output,
                      start_no_output_s=START_SILENCE_S * factor, total_s=total)
     warm_bytecode([t["node"] for t in plan_tests])
-    py = shlex.quote(sys.executable)
-    exec_cmd = (f"cd {shlex.quote(str(REPO))} && PYTHONPATH={shlex.quote(str(REPO))} "
-                f"PYTHONDONTWRITEBYTECODE=1 {py} -m harness.guest.agent {shlex.quote(str(plan_file))}")
+    exec_cmd = agent_command(plan_file)
     print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}; {len(items)} tests; "
           f"no-output timeout {no_output:.0f}s, total {total:.0f}s)", flush=True)
     vres = vm.run(spec, acc, exec_cmd, vdir / "console.log", echo=echo)
@@ -161,6 +160,21 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
         "first_test_s": vres.first_test_s, "accel": acc.name, "accel_reason": acc.reason,
         "agent_done": bool(guest and guest.get("done"))}, indent=2) + "\n")
     return rs, vres
+
+
+def agent_command(plan_file: Path) -> str:
+    """The guest's command line: our interpreter on the repo, without `site`.
+
+    `site` costs more than a second per start under TCG (it runs the .pth hooks, the editable
+    install's finder among them, which the guest does not need: the repo is on PYTHONPATH).
+    The environment's site-packages go on PYTHONPATH instead; pytest's plugin autoload, a scan
+    of every installed distribution, is off because the guest uses no third-party plugin."""
+    paths = [str(REPO)] + list(dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib")))
+    env = {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    assign = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return (f"cd {shlex.quote(str(REPO))} && {assign} {shlex.quote(sys.executable)} -S "
+            f"-m harness.guest.agent {shlex.quote(str(plan_file))}")
 
 
 def warm_bytecode(nodes: list[str]) -> None:

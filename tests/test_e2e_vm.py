@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, source
+from harness import build, source, vm
 from harness.paths import SCENARIOS
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -60,6 +60,8 @@ def test_smoke_passes_on_the_default_kernel(smoke):
     assert "wqh: agent done" in console
     cmd = (vmdir / "vng-command.txt").read_text()
     assert "--run" in cmd and "--exec" in cmd
+    if not vm.rust_virtiofsd():  # the 9p root, cached, as the kernel was told
+        assert "cache=loose" in console.split("Kernel command line:", 1)[1].split("\n", 1)[0]
     (kdir,) = (out / "kernels").iterdir()
     dot = (kdir / ".config").read_text()
     assert "CONFIG_WATCH_QUEUE=y" in dot and "CONFIG_KEY_NOTIFICATIONS=y" in dot
