@@ -122,3 +122,19 @@ def test_kmemleak_nothing_reported_means_no_third_scan(monkeypatch):
     monkeypatch.setattr(kmemleak, "_read", fake.read)
     assert kmemleak.confirmed_leaks("/x", since=0.0, sleep=lambda s: None, clock=lambda: 50.0) == []
     assert fake.commands == ["scan", "scan"]
+
+
+def test_the_first_test_waits_for_the_boot_flush_and_only_the_first(tmp_path, monkeypatch):
+    from harness.guest import agent
+
+    marks = []
+    monkeypatch.setattr(agent, "kmsg", marks.append)
+    monkeypatch.setattr(agent, "tainted", lambda: 0)
+    rec = agent.Recorder(str(tmp_path), [{"id": "a", "node": "/t/a"}, {"id": "b", "node": "/t/b"}])
+    rec.before_first = lambda: marks.append("flushed")
+    rec.pytest_runtest_logstart("a", None)
+    rec.pytest_runtest_logfinish("a", None)
+    rec.pytest_runtest_logstart("b", None)
+    rec.wait_first()  # the end of the run: nothing left to wait for
+    assert marks[0] == "flushed" and marks.count("flushed") == 1
+    assert marks[1].startswith(protocol.MARK_BEGIN + " a")

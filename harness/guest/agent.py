@@ -12,6 +12,7 @@ between them; outcomes go to RESULTS_DIR/guest-results.json after every test.
 import json
 import os
 import sys
+import threading
 import time
 
 from harness.guest import kmemleak, protocol
@@ -58,6 +59,7 @@ class Recorder:
         self.last_end = time.monotonic()
         self.taint0 = None
         self.phases = {}
+        self.before_first = None
 
     def _entry(self, nodeid):
         i = self.index.get(nodeid)
@@ -95,7 +97,14 @@ class Recorder:
     def _our(self, nodeid):
         return self.names.get(nodeid, nodeid)
 
+    def wait_first(self):
+        """Run before_first once: setup that overlaps pytest's start must end before a test."""
+        wait, self.before_first = self.before_first, None
+        if wait is not None:
+            wait()
+
     def pytest_runtest_logstart(self, nodeid, location):
+        self.wait_first()
         nodeid = self._our(nodeid)
         kmsg(f"{protocol.MARK_BEGIN} {nodeid}{protocol.MARK_TAIL}")
         e = self._entry(nodeid)
@@ -198,13 +207,19 @@ def main(argv):
     outdir = plan["results_dir"]
     global KMSG
     KMSG = plan.get("kmsg", KMSG)  # host-side tests point this at a file
+    leakpath = plan.get("kmemleak_path")  # host-side tests point this at a fake
+    leaks = plan.get("kmemleak", False) and kmemleak.available(leakpath)
+    flush = None
+    if leaks:
+        # A scan takes seconds under KASAN and TCG: let it run while Python imports pytest and
+        # collects. Objects allocated after it starts are too young for it to report, so only
+        # boot's are cleared; the first test waits for it (Recorder.before_first).
+        flush = threading.Thread(target=kmemleak.flush_boot, args=(leakpath,), daemon=True)
+        flush.start()
     import pytest
 
     rec = Recorder(outdir, plan["tests"])
-    leakpath = plan.get("kmemleak_path")  # host-side tests point this at a fake
-    leaks = plan.get("kmemleak", False) and kmemleak.available(leakpath)
-    if leaks:
-        kmemleak.flush_boot(leakpath)
+    rec.before_first = flush.join if flush else None
     rec.save()
     # The repo is read-only in the guest: no cache, no bytecode.
     sys.dont_write_bytecode = True
@@ -212,6 +227,7 @@ def main(argv):
             "--tb=short", "-v", *[t["node"] for t in plan["tests"]]]
     rc = pytest.main(args, plugins=[rec])
     rec.state["pytest_exit"] = int(rc)
+    rec.wait_first()
     if leaks:
         check_leaks(rec, leakpath)
     rec.state["done"] = True
