@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +72,71 @@ def _make(src: KernelSource, out: Path, *targets: str, log: Path) -> None:
                          hint=f"see {log}")
 
 
+def _toolchain() -> str:
+    """What Kconfig asks the toolchain (CONFIG_GCC_VERSION, cc-option probes...): its versions."""
+    out = []
+    for cmd in (["gcc", "--version"], ["ld", "--version"], ["pahole", "--version"]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            out.append(r.stdout.splitlines()[0] if r.stdout else "")
+        except (OSError, subprocess.TimeoutExpired):
+            out.append("-")
+    return "\n".join(out)
+
+
+def _kconfig_files(root: Path) -> list[str]:
+    """Every Kconfig* of a working tree with its size and mtime: what a changed tree changes."""
+    found = []
+    stack = [str(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        if e.name != ".git":
+                            stack.append(e.path)
+                    elif e.name.startswith("Kconfig"):
+                        st = e.stat()
+                        found.append(f"{e.path} {st.st_size} {st.st_mtime_ns}")
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def memo_key(src: KernelSource, fragments: tuple[Path, ...]) -> str:
+    """Everything the final .config depends on: tree, fragments' text, toolchain."""
+    h = hashlib.sha256()
+    h.update(src.identity.encode() + b"\0" + _toolchain().encode() + b"\0")
+    if not src.immutable:
+        h.update("\n".join(_kconfig_files(src.path)).encode())
+        h.update((src.path / "Makefile").read_bytes())
+    for f in fragments:
+        h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:24]
+
+
 def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
-    """fragments (merge_config.sh -m) as KCONFIG_ALLCONFIG of allnoconfig, olddefconfig, verify."""
+    """fragments (merge_config.sh -m) as KCONFIG_ALLCONFIG of allnoconfig, olddefconfig, verify.
+
+    The result is remembered under memo_key: two make runs cost seconds of every warm run."""
     staging = cache_dir() / "configs" / src.key
     staging.mkdir(parents=True, exist_ok=True)
+    memo = staging / "memo" / f"{memo_key(src, fragments)}.config"
+    if memo.is_file():
+        text = memo.read_text()
+        requests = [o for f in fragments for o in kconfig.parse_fragment(f)]
+        verify(src, requests, text)
+        return ConfigResult(text, hashlib.sha256(text.encode()).hexdigest()[:16], fragments, staging)
     # One merge at a time per source: the staging directory is shared.
     with (staging / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _merge_locked(src, fragments, staging)
+        res = _merge_locked(src, fragments, staging)
+    memo.parent.mkdir(exist_ok=True)
+    tmp = memo.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(res.dotconfig)
+    tmp.replace(memo)
+    return res
 
 
 def _merge_locked(src: KernelSource, fragments: tuple[Path, ...], staging: Path) -> ConfigResult:
