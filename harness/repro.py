@@ -12,6 +12,7 @@ not reproduced.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -54,12 +55,16 @@ def test_run(run):
 '''
 
 
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?", re.M)
+
+
 @dataclass
 class Run:
     index: int
     reproduced: bool
     outcome: str
     titles: list[str]
+    texts: list[str] = field(default_factory=list)  # each report's text, as titles
 
 
 def compile_c(src: Path, binary: Path) -> Path:
@@ -94,7 +99,8 @@ def runs_of(summary) -> list[Run]:
         if "::test_run[" not in r.test:
             continue
         i = int(r.test.rsplit("[", 1)[1].rstrip("]"))
-        out.append(Run(i, bool(r.reports), r.outcome, [x.title for x in r.reports]))
+        out.append(Run(i, bool(r.reports), r.outcome, [x.title for x in r.reports],
+                       [x.text for x in r.reports]))
     return sorted(out, key=lambda x: x.index)
 
 
@@ -121,9 +127,16 @@ class Outcome:
     infra: bool
     runs: list[Run] = field(default_factory=list)
 
-    def rate_of(self, *titles: str) -> int:
-        """Runs that reported one of TITLES (a racy kernel may also report unrelated noise)."""
-        return sum(any(t in r.titles for t in titles) for r in self.runs)
+    def rate_of(self, *titles: str, signature: str = "") -> int:
+        """Runs that reported one of TITLES (a racy kernel may also report unrelated noise);
+        with SIGNATURE, only reports whose text (timestamps removed) matches that regex."""
+        sig = re.compile(signature, re.M) if signature else None
+
+        def hit(r: Run) -> bool:
+            texts = r.texts or [""] * len(r.titles)
+            return any(t in titles and (sig is None or sig.search(_STAMP.sub("", x)))
+                       for t, x in zip(r.titles, texts))
+        return sum(hit(r) for r in self.runs)
 
 
 def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = "") -> Outcome:

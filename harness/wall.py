@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,8 @@ from harness.paths import SCENARIOS
 
 INDEX = SCENARIOS / "regressions" / "wall" / "bugs.yaml"
 KINDS = ("deterministic", "racy", "not reproduced")
-_KEYS = {k: "" for k in ("fix", "bug", "ids", "kind", "reproducer", "expected", "also", "scenarios",
-                         "patch", "config", "why")}
+_KEYS = {k: "" for k in ("fix", "bug", "ids", "kind", "reproducer", "expected", "also", "signature",
+                         "scenarios", "patch", "config", "why")}
 FIXED = "@fixed"
 
 
@@ -37,6 +38,9 @@ class Bug:
     reproducer: str = ""
     expected: str = ""
     also: list[str] = field(default_factory=list)  # racy: other titles the same race gives
+    # racy: a regex the report's text must match too, where the title alone also fires on the
+    # fixed tree (KCSAN names functions, not the access the fix changed)
+    signature: str = ""
     scenarios: list[str] = field(default_factory=list)
     patch: Path | None = None
     config: tuple[str, ...] = repro.DEFAULT_FRAGMENTS
@@ -74,9 +78,15 @@ def load_index(file: Path = INDEX) -> list[Bug]:
         b = Bug(fix=str(ctx.scalar(m["fix"][1], f"{key}.fix", str)),
                 bug=ctx.scalar(m["bug"][1], f"{key}.bug", str),
                 ids=ctx.scalar(m["ids"][1], f"{key}.ids", str), line=node.start_mark.line + 1)
-        for name in ("kind", "reproducer", "expected", "why"):
+        for name in ("kind", "reproducer", "expected", "why", "signature"):
             if name in m:
                 setattr(b, name, ctx.scalar(m[name][1], f"{key}.{name}", str))
+        if b.signature:
+            try:
+                re.compile(b.signature, re.M)
+            except re.error as e:
+                raise ctx.fail(m["signature"][1], f"{key}.signature", f"bad regex: {e}",
+                               hint="a Python regex matched against the report without timestamps")
         if b.kind not in KINDS:
             raise ctx.fail(m["kind"][1], f"{key}.kind", f"unknown kind {b.kind!r}",
                            hint=f"one of: {', '.join(KINDS)}")
@@ -197,7 +207,7 @@ def run_racy(bugs: list[Bug], a) -> None:
             binary = Path(binary.replace(out / "repro"))
         base = repro.execute(binary, out / "reintroduced", args, (b.patch,), label=f"{b.fix} bug:   ")
         titles = [b.expected, *b.also]
-        if not base.rate_of(*titles):
+        if not base.rate_of(*titles, signature=b.signature):
             # Nothing to compare against: the fixed tree's runs could prove nothing.
             b.reintroduced_result = _rate_cell(0, base) + (
                 f" (not reproduced in {base.repeat} runs of {a.timeout:g} s)")
@@ -207,7 +217,7 @@ def run_racy(bugs: list[Bug], a) -> None:
         fixed = repro.execute(binary, out / "fixed", args, (), label=f"{b.fix} fixed: ")
         # Only the expected title counts: a sanitizer kernel may report unrelated noise, which
         # is listed but proves nothing either way.
-        k, kf = base.rate_of(*titles), fixed.rate_of(*titles)
+        k, kf = base.rate_of(*titles, signature=b.signature), fixed.rate_of(*titles, signature=b.signature)
         b.reintroduced_result = _rate_cell(k, base)
         b.fixed_result = _rate_cell(kf, fixed)
         counted_base = repro.Outcome(k, base.repeat, [b.expected] if k else [], base.infra)

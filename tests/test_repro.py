@@ -66,3 +66,28 @@ def test_a_rate_counts_runs_with_any_of_the_titles_once():
             repro.Run(2, False, "xpass", []), repro.Run(3, True, "xfail", ["B"])]
     o = repro.Outcome(3, 4, ["A", "B", "noise"], False, runs)
     assert (o.rate_of("A"), o.rate_of("A", "B"), o.rate_of("C")) == (1, 2, 0)
+
+
+DATA = Path(__file__).resolve().parent / "data" / "reports"
+
+
+def run_from_log(name: str) -> repro.Run:
+    from harness import report
+    reps = report.merge(report.parse_file(DATA / name))
+    return repro.Run(0, True, "xfail", [r.title for r in reps], [r.text for r in reps])
+
+
+def test_a_signature_separates_the_bugs_race_from_the_same_title_on_the_fixed_tree():
+    """Real KCSAN logs: 2ed147f015 re-introduced (plain head store) and fixed (release store)
+    both give 'data-race in pipe_read / post_one_notification'; the index's signature counts
+    only the first."""
+    from harness import wall
+    (bug,) = [b for b in wall.load_index() if b.fix == "2ed147f015"]
+    base = repro.Outcome(1, 1, [], False, [run_from_log("kcsan-plain-head-store.log")])
+    fixed = repro.Outcome(1, 1, [], False, [run_from_log("kcsan-marked-head-store.log")])
+    assert base.rate_of(bug.expected) == fixed.rate_of(bug.expected) == 1  # the title alone
+    assert base.rate_of(bug.expected, signature=bug.signature) == 1
+    assert fixed.rate_of(bug.expected, signature=bug.signature) == 0
+    # A signature on another title's text does not count for the expected one.
+    assert base.rate_of("KCSAN: data-race in ktime_get_real_seconds / timekeeping_advance",
+                        signature=bug.signature) == 0

@@ -30,6 +30,8 @@ def test_the_index_names_existing_scenarios_patches_and_reproducers():
     ("bugs:\n  - fix: x\n    bug: y\n    ids: z\n    kind: racy\n", ":2:", "bugs[0].reproducer"),
     ("bugs:\n  - fix: x\n    ids: z\n", ":2:", "bugs[0].bug"),
     ("bugs: [\n", ":2:", None),
+    ("bugs:\n  - fix: x\n    bug: y\n    ids: z\n    kind: not reproduced\n    why: w\n"
+     "    signature: 'write to ('\n", ":7:", "bugs[0].signature"),
 ])
 def test_a_bad_index_names_file_line_and_key(tmp_path, text, where, key):
     f = tmp_path / "bugs.yaml"
