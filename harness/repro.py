@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import runner
+from harness import report, runner
 from harness.errors import InputError
 from harness.paths import SCENARIOS
 from harness.scenario import KernelSpec, Scenario, TestRef, Timeouts, VMShape
@@ -56,6 +56,7 @@ def test_run(run):
 
 
 _STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?", re.M)
+_RUN_OWNER = re.compile(r"::test_run\[(\d+)\]$")
 
 
 @dataclass
@@ -64,7 +65,8 @@ class Run:
     reproduced: bool
     outcome: str
     titles: list[str]
-    texts: list[str] = field(default_factory=list)  # each report's text, as titles
+    # (title, text) of every report during the run, repeats included (titles are merged)
+    reports: list[tuple[str, str]] = field(default_factory=list)
 
 
 def compile_c(src: Path, binary: Path) -> Path:
@@ -93,15 +95,39 @@ def scenario_for(case: Path, repeat: int, timeout: float, fragments: tuple[str, 
 
 
 def runs_of(summary) -> list[Run]:
-    """One Run per generated test (test_run[i]); reproduced = a kernel report during it."""
+    """One Run per generated test (test_run[i]); reproduced = a kernel report during it.
+
+    Each run also gets every report of its console slice unmerged, with its text: a report
+    signature (wall) must see all instances, not only the first of each title."""
     out = []
     for r in summary.results:
         if "::test_run[" not in r.test:
             continue
         i = int(r.test.rsplit("[", 1)[1].rstrip("]"))
-        out.append(Run(i, bool(r.reports), r.outcome, [x.title for x in r.reports],
-                       [x.text for x in r.reports]))
+        out.append(Run(i, bool(r.reports), r.outcome, [x.title for x in r.reports]))
+    by_index = {run.index: run for run in out}
+    for vm in sorted({r.vm for r in summary.results if r.vm}):
+        console = Path(summary.out_dir) / vm / "console.log"
+        if not console.is_file():
+            continue
+        for rep in report.parse_file(console):
+            m = _RUN_OWNER.search(rep.test)
+            if m and int(m.group(1)) in by_index:
+                by_index[int(m.group(1))].reports.append((rep.title, rep.text))
     return sorted(out, key=lambda x: x.index)
+
+
+def run_json(r: Run) -> dict:
+    """A run for repro.json: its texts stay in the console log, their count is kept."""
+    d = {k: v for k, v in r.__dict__.items() if k != "reports"}
+    d["reports_total"] = len(r.reports)
+    return d
+
+
+def outcome_json(o: Outcome) -> dict:
+    d = asdict(o)
+    d["runs"] = [run_json(r) for r in o.runs]
+    return d
 
 
 def _check(a) -> None:
@@ -133,9 +159,9 @@ class Outcome:
         sig = re.compile(signature, re.M) if signature else None
 
         def hit(r: Run) -> bool:
-            texts = r.texts or [""] * len(r.titles)
-            return any(t in titles and (sig is None or sig.search(_STAMP.sub("", x)))
-                       for t, x in zip(r.titles, texts))
+            if sig is None:
+                return any(t in titles for t in r.titles)
+            return any(t in titles and sig.search(_STAMP.sub("", x)) for t, x in r.reports)
         return sum(hit(r) for r in self.runs)
 
 
@@ -160,7 +186,7 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
     (out / "repro.json").write_text(json.dumps({
         "file": str(a.file.resolve()), "patches": [str(p) for p in patches], "repeat": a.repeat,
         "timeout_s": a.timeout, "reproduced": k, "titles": titles,
-        "runs": [r.__dict__ for r in runs]}, indent=1) + "\n")
+        "runs": [run_json(r) for r in runs]}, indent=1) + "\n")
     infra = any(r.outcome == "infra-error" for r in summary.results)
     return Outcome(k, a.repeat, titles, infra, runs)
 
@@ -218,7 +244,7 @@ def verify(a) -> int:
     text, proved = statement(base, fixed)
     print(text)
     (out / "verify.json").write_text(json.dumps({
-        "base": asdict(base), "fixed": asdict(fixed), "statement": text, "proved": proved},
+        "base": outcome_json(base), "fixed": outcome_json(fixed), "statement": text, "proved": proved},
         indent=1) + "\n")
     print(f"artifacts: {out}")
     if base.infra or fixed.infra:

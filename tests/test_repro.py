@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import repro
 from harness.results import Report, RunSummary, TestResult
 
@@ -73,21 +75,45 @@ DATA = Path(__file__).resolve().parent / "data" / "reports"
 
 def run_from_log(name: str) -> repro.Run:
     from harness import report
-    reps = report.merge(report.parse_file(DATA / name))
-    return repro.Run(0, True, "xfail", [r.title for r in reps], [r.text for r in reps])
+    reps = report.parse_file(DATA / name)
+    return repro.Run(0, True, "xfail", sorted({r.title for r in reps}),
+                     [(r.title, r.text) for r in reps])
 
 
-def test_a_signature_separates_the_bugs_race_from_the_same_title_on_the_fixed_tree():
-    """Real KCSAN logs: 2ed147f015 re-introduced (plain head store) and fixed (release store)
-    both give 'data-race in pipe_read / post_one_notification'; the index's signature counts
-    only the first."""
+@pytest.mark.parametrize("fix, bug_log, fixed_log", [
+    ("2ed147f015", "kcsan-plain-head-store.log", "kcsan-marked-head-store.log"),
+    ("note-pool", "kcsan-plain-nr-notes-store.log", "kcsan-release-nr-notes-store.log"),
+])
+def test_a_signature_separates_the_bugs_race_from_the_same_title_on_the_fixed_tree(
+        fix, bug_log, fixed_log):
+    """Real KCSAN logs of one run each, re-introduced and fixed: both trees give the index's
+    expected title (6.1 keeps other plain accesses to the same structures); the signature
+    counts only the access the fix changed."""
     from harness import wall
-    (bug,) = [b for b in wall.load_index() if b.fix == "2ed147f015"]
-    base = repro.Outcome(1, 1, [], False, [run_from_log("kcsan-plain-head-store.log")])
-    fixed = repro.Outcome(1, 1, [], False, [run_from_log("kcsan-marked-head-store.log")])
+    (bug,) = [b for b in wall.load_index() if b.fix == fix]
+    base = repro.Outcome(1, 1, [], False, [run_from_log(bug_log)])
+    fixed = repro.Outcome(1, 1, [], False, [run_from_log(fixed_log)])
     assert base.rate_of(bug.expected) == fixed.rate_of(bug.expected) == 1  # the title alone
     assert base.rate_of(bug.expected, signature=bug.signature) == 1
     assert fixed.rate_of(bug.expected, signature=bug.signature) == 0
     # A signature on another title's text does not count for the expected one.
     assert base.rate_of("KCSAN: data-race in ktime_get_real_seconds / timekeeping_advance",
                         signature=bug.signature) == 0
+
+
+def test_runs_get_every_report_of_their_console_slice_unmerged(tmp_path):
+    """The results merge repeats of a title; a run's reports come from its console slice."""
+    vm = tmp_path / "vm1-x"
+    vm.mkdir()
+    log = (DATA / "kcsan-plain-nr-notes-store.log").read_text()
+    (vm / "console.log").write_text(log)
+    owner = next(line.split("wqh: begin ", 1)[1].rsplit(" .", 1)[0]
+                 for line in log.splitlines() if "wqh: begin " in line)
+    rep = Report(title="KCSAN: data-race in post_one_notification / watch_queue_set_size",
+                 type="KCSAN", count=5)
+    s = RunSummary([TestResult("repro", owner, "k", "xfail", "crash", reports=[rep], vm="vm1-x")],
+                   0, 0, tmp_path)
+    (run,) = repro.runs_of(s)
+    mine = [t for t, _ in run.reports if t == rep.title]
+    assert len(mine) == 5 and len(run.reports) == 24
+    assert "reports" not in repro.run_json(run) and repro.run_json(run)["reports_total"] == 24
