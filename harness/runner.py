@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -121,8 +122,10 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     plan_tests = [{"id": t.id, "node": t.node} for _, t in items]
     order = [(s.name, t.id, t.expect, t.title) for s, t in items]
     dotconfig = (b.builddir / ".config").read_text(errors="replace")
+    hz = re.search(r"^CONFIG_HZ=(\d+)$", dotconfig, re.M)
     plan = {"results_dir": str(gdir), "tests": plan_tests,
-            "kmemleak": "\nCONFIG_DEBUG_KMEMLEAK=y\n" in dotconfig}
+            "kmemleak": "\nCONFIG_DEBUG_KMEMLEAK=y\n" in dotconfig,
+            "hz": int(hz.group(1)) if hz else None}
     plan_file = vdir / "plan.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     # Pre-written as lost: a VM that dies reads as a failure, never as a pass.

@@ -1,7 +1,8 @@
 """kmemleak in the guest, done the careful way (as syzkaller's executor does it).
 
-Boot leaves objects kmemleak would call leaks (init code, early allocations): they are scanned
-and cleared before the first test. At the end: wait past kmemleak's minimum object age (5 s in
+Boot leaves objects kmemleak would call leaks (init code, early allocations): only objects
+allocated after the first test began count (their jiffies in the report); a kernel whose jiffies
+rate is unknown gets a scan and clear before the first test instead. At the end: wait past kmemleak's minimum object age (5 s in
 mm/kmemleak.c, MSECS_MIN_AGE), scan twice (an object must stay unreferenced across scans),
 read, then scan and read again and keep only the objects seen both times, so that memory in
 flight (RCU callbacks, deferred frees) is not reported. Confirmed reports go to the kernel log
@@ -51,6 +52,32 @@ def flush_boot(path=None):
     _command("clear", path)
 
 
+# '  comm "repro", pid 210, jiffies 4294893504 (age 5.120s)' in 6.1; newer kernels drop the age.
+_JIFFIES = re.compile(r"^\s+comm \".*\", pid -?\d+, jiffies (\d+)", re.M)
+
+
+def jiffies_now(hz, uptime_path="/proc/uptime", timer_list="/proc/timer_list"):
+    """The kernel's jiffies: /proc/timer_list prints them. Without it, from the uptime (they
+    start at INITIAL_JIFFIES, (u32)(-300 * HZ)) minus 2 s, as they start up to a second or
+    so after the boot clock (seen under TCG: 0.5-0.9 s)."""
+    try:
+        with open(timer_list) as fh:
+            for line in fh:
+                if line.startswith("jiffies: "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    with open(uptime_path) as fh:
+        up = float(fh.read().split()[0])
+    return (2**32 - 300 * hz) + int((up - 2.0) * hz)
+
+
+def born_before(block, jiffies):
+    """Whether the object of a report block was allocated before JIFFIES (unknown: no)."""
+    m = _JIFFIES.search(block)
+    return bool(m) and int(m.group(1)) < jiffies
+
+
 def split(text):
     """kmemleak's report text -> {object address: its block}."""
     starts = [m.start() for m in _OBJ.finditer(text)]
@@ -61,8 +88,11 @@ def split(text):
     return blocks
 
 
-def confirmed_leaks(path=None, since=None, sleep=time.sleep, clock=time.monotonic):
-    """Blocks for the objects reported by two reads separated by a scan, in report order."""
+def confirmed_leaks(path=None, since=None, sleep=time.sleep, clock=time.monotonic, born_after=None):
+    """Blocks for the objects reported by two reads separated by a scan, in report order.
+
+    With BORN_AFTER (jiffies), objects allocated before it are not counted: what boot and
+    the agent's start left behind, instead of a scan before the first test (flush_boot)."""
     path = path or PATH
     if since is not None:
         wait = MIN_AGE_S - (clock() - since)
@@ -71,6 +101,8 @@ def confirmed_leaks(path=None, since=None, sleep=time.sleep, clock=time.monotoni
     _command("scan", path)
     _command("scan", path)
     first = split(_read(path))
+    if born_after is not None:
+        first = {a: b for a, b in first.items() if not born_before(b, born_after)}
     if not first:
         return []
     _command("scan", path)
