@@ -141,7 +141,7 @@ def _wqh_run(out: Path, kernel: str | None, scenario: str = "smoke.yaml") -> tup
     return wall, json.loads((out / "results.json").read_text())
 
 
-def _edit_tree(src: source.KernelSource) -> Path:
+def edit_tree(src: source.KernelSource) -> Path:
     """A private copy of SRC for the edit loop, kept in the cache between bench runs.
 
     The bench edits kernel/watch_queue.c the way a developer does, in a working tree built with
@@ -162,18 +162,26 @@ def _edit_tree(src: source.KernelSource) -> Path:
     return tree
 
 
+def edit_watch_queue(orig_tree: Path, tree: Path) -> str:
+    """TREE's kernel/watch_queue.c := ORIG_TREE's with a new line 2 (a stamped comment).
+
+    Every later line moves, so the object really changes (__LINE__ in WARN_ON), as after a
+    developer's edit; rewritten from the original each time, so edits never pile up."""
+    orig = (orig_tree / "kernel" / "watch_queue.c").read_text().splitlines(keepends=True)
+    stamp = f"/* wqh bench edit {time.time_ns()} */\n"
+    (tree / "kernel" / "watch_queue.c").write_text("".join([orig[0], stamp, *orig[1:]]))
+    return stamp
+
+
 def _edit_loop(out: Path, src: source.KernelSource) -> tuple[float, dict, float]:
     """Change kernel/watch_queue.c in a working tree, then `wqh run functional.yaml --kernel
     TREE` to its verdict: make rebuilds one object and relinks, as after a developer's edit.
 
     Returns (wall s, results, wall s of the untimed first run that brought the tree's build
     up to date)."""
-    tree = _edit_tree(src)
+    tree = edit_tree(src)
     first, _ = _wqh_run(out / "run-edit-first", str(tree), "functional.yaml")
-    orig = (src.path / "kernel" / "watch_queue.c").read_text().splitlines(keepends=True)
-    # A new line 2: every later line moves, so the object really changes (__LINE__ in WARN_ON).
-    edited = [orig[0], f"/* wqh bench edit {time.time_ns()} */\n", *orig[1:]]
-    (tree / "kernel" / "watch_queue.c").write_text("".join(edited))
+    edit_watch_queue(src.path, tree)
     wall, r = _wqh_run(out / "run-edit", str(tree), "functional.yaml")
     return wall, r, first
 

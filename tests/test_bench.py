@@ -1,0 +1,35 @@
+"""The bench's edit loop works on a private copy of the tree and edits it like a developer."""
+
+from pathlib import Path
+
+from harness import bench, source
+
+
+def fake_tree(root: Path) -> Path:
+    (root / "kernel").mkdir(parents=True)
+    (root / "kernel" / "watch_queue.c").write_text("// SPDX\n#include <x.h>\nint a;\n")
+    (root / "Makefile").write_text("VERSION = 6\n")
+    return root
+
+
+def test_the_edit_tree_is_a_copy_kept_until_the_source_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WQH_CACHE", str(tmp_path / "cache"))
+    orig = fake_tree(tmp_path / "linux")
+    src = source.KernelSource(orig, "debian:linux-source-6.1:1", "debian", immutable=True)
+    tree = bench.edit_tree(src)
+    assert tree.is_relative_to(tmp_path / "cache") and (tree / "Makefile").read_text() == "VERSION = 6\n"
+    (tree / "marker").write_text("kept")
+    assert bench.edit_tree(src) == tree and (tree / "marker").exists()  # reused as is
+    newer = source.KernelSource(orig, "debian:linux-source-6.1:2", "debian", immutable=True)
+    assert not (bench.edit_tree(newer) / "marker").exists()  # another tree: a fresh copy
+
+
+def test_the_edit_moves_every_line_and_never_touches_the_original(tmp_path):
+    orig = fake_tree(tmp_path / "linux")
+    before = (orig / "kernel" / "watch_queue.c").read_text()
+    tree = fake_tree(tmp_path / "copy")
+    first = bench.edit_watch_queue(orig, tree)
+    second = bench.edit_watch_queue(orig, tree)
+    lines = (tree / "kernel" / "watch_queue.c").read_text().splitlines(keepends=True)
+    assert lines[1] == second != first and lines[0] + "".join(lines[2:]) == before
+    assert (orig / "kernel" / "watch_queue.c").read_text() == before
