@@ -250,10 +250,19 @@ def main(a) -> int:
     figs: list[Figure] = []
     src = source.resolve(a.kernel)
     log = (out / "bench-build.log").open("w")
+    acc: accel.Accel | None = None
 
     def add(f: Figure) -> None:
         figs.append(f)
         print(f.line(), flush=True)
+        write()  # after every figure: a bench cut short keeps what it measured
+
+    def write() -> None:
+        tmp = out / "bench.json.tmp"
+        tmp.write_text(json.dumps({
+            "accel": acc.name if acc else None, "kernel": src.identity, "cpus": os.cpu_count(),
+            "figures": [asdict(f) for f in figs]}, indent=2) + "\n")
+        tmp.replace(out / "bench.json")
 
     if not a.skip_cold:
         work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
@@ -337,8 +346,6 @@ def main(a) -> int:
     add(Figure("parse_throughput", rate, "MB/s"))
     add(Figure("parse_log_size", mb, "MB"))
 
-    (out / "bench.json").write_text(json.dumps({
-        "accel": acc.name, "kernel": src.identity, "cpus": os.cpu_count(),
-        "figures": [asdict(f) for f in figs]}, indent=2) + "\n")
+    write()
     print(f"bench: wrote {out / 'bench.json'}")
     return 0

@@ -174,3 +174,12 @@ def test_a_real_leak_report_carries_the_jiffies_the_filter_reads():
     import re
     block = re.sub(r"(?m)^\[[ \d.]+\] ", "", text[text.index("unreferenced object"):])
     assert kmemleak.born_before(block, 2**64) and not kmemleak.born_before(block, 0)
+
+
+def test_the_root_mount_line_is_recorded(tmp_path):
+    from harness.guest import agent
+    m = tmp_path / "mounts"
+    m.write_text("proc /proc proc rw 0 0\n/dev/root / 9p ro,relatime,dirsync,loose,access=any,"
+                 "msize=512000,trans=virtio 0 0\nsys /sys sysfs rw 0 0\n")
+    assert agent.root_mount(str(m)).split()[:3] == ["/dev/root", "/", "9p"]
+    assert agent.root_mount(str(tmp_path / "none")) == ""

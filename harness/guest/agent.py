@@ -170,6 +170,15 @@ def check_leaks(rec, path):
     kmsg(f"{protocol.MARK_END} {protocol.KMEMLEAK_ID} {outcome} {dur:.3f}s{protocol.MARK_TAIL}")
 
 
+def root_mount(mounts="/proc/self/mounts"):
+    """The guest's '/' line of the mount table: how the root came (9p cache mode, virtiofs)."""
+    try:
+        with open(mounts) as fh:
+            return next((ln.strip() for ln in fh if ln.split()[1:2] == ["/"]), "")
+    except OSError:
+        return ""
+
+
 def dump_dmesg(outdir):
     """The kernel log as the guest sees it at the end (the host also has the console)."""
     lines = []
@@ -221,6 +230,7 @@ def main(argv):
     import pytest
 
     rec = Recorder(outdir, plan["tests"])
+    rec.state["root"] = root_mount()
     if flush:
         rec.before_first = flush.join
     elif leaks:
