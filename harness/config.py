@@ -8,6 +8,7 @@ key is a hash of that final .config, not of the fragment names.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import subprocess
@@ -72,6 +73,7 @@ def _make(src: KernelSource, out: Path, *targets: str, log: Path) -> None:
                          hint=f"see {log}")
 
 
+@functools.lru_cache(maxsize=None)
 def _toolchain() -> str:
     """What Kconfig asks the toolchain (CONFIG_GCC_VERSION, cc-option probes...): its versions."""
     out = []
@@ -127,7 +129,7 @@ def merge(src: KernelSource, fragments: tuple[Path, ...]) -> ConfigResult:
         text = memo.read_text()
         requests = [o for f in fragments for o in kconfig.parse_fragment(f)]
         verify(src, requests, text)
-        return ConfigResult(text, hashlib.sha256(text.encode()).hexdigest()[:16], fragments, staging)
+        return _result(text, fragments, staging)
     # One merge at a time per source: the staging directory is shared.
     with (staging / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -167,8 +169,11 @@ def _merge_locked(src: KernelSource, fragments: tuple[Path, ...], staging: Path)
 
     text = (staging / ".config").read_text()
     verify(src, requests, text)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return ConfigResult(text, digest, fragments, staging)
+    return _result(text, fragments, staging)
+
+
+def _result(text: str, fragments: tuple[Path, ...], staging: Path) -> ConfigResult:
+    return ConfigResult(text, hashlib.sha256(text.encode()).hexdigest()[:16], fragments, staging)
 
 
 def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) -> None:

@@ -9,15 +9,20 @@ from harness import config, source
 pytestmark = pytest.mark.slow  # real merges on the default tree (unpacked on first use)
 
 
+def fresh_fragment(tmp_path, name):
+    """A fragment no earlier run has merged (a unique comment), and its fragment list."""
+    frag = tmp_path / name
+    frag.write_text(f"# {time.time_ns()}\nCONFIG_WATCH_QUEUE=y\n")
+    return frag, config.fragment_list([str(frag)])
+
+
 def no_make(*a, **kw):
     raise AssertionError("Kconfig ran for an input it has already merged")
 
 
 def test_a_merge_is_remembered_and_a_changed_fragment_merges_again(tmp_path, monkeypatch):
     src = source.resolve(None)
-    frag = tmp_path / "mine.config"
-    frag.write_text(f"# {time.time_ns()}\nCONFIG_WATCH_QUEUE=y\n")
-    frags = config.fragment_list([str(frag)])
+    frag, frags = fresh_fragment(tmp_path, "mine.config")
     first = config.merge(src, frags)
     assert "CONFIG_WATCH_QUEUE=y" in first.dotconfig
 
@@ -38,9 +43,7 @@ def test_a_merge_is_remembered_and_a_changed_fragment_merges_again(tmp_path, mon
 def test_a_remembered_config_is_still_verified(tmp_path, monkeypatch):
     """The memo holds a .config, not a verdict: an impossible request still fails."""
     src = source.resolve(None)
-    frag = tmp_path / "bad.config"
-    frag.write_text(f"# {time.time_ns()}\nCONFIG_WATCH_QUEUE=y\n")
-    frags = config.fragment_list([str(frag)])
+    _, frags = fresh_fragment(tmp_path, "bad.config")
     res = config.merge(src, frags)
     monkeypatch.setattr(config.kconfig, "parse_fragment",
                         lambda f: [config.kconfig.Option("NO_SUCH_OPTION_WQH", "y", str(f), 1)])

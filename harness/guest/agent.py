@@ -12,7 +12,6 @@ between them; outcomes go to RESULTS_DIR/guest-results.json after every test.
 import json
 import os
 import sys
-import threading
 import time
 
 from harness.guest import kmemleak, protocol
@@ -226,23 +225,15 @@ def main(argv):
     KMSG = plan.get("kmsg", KMSG)  # host-side tests point this at a file
     leakpath = plan.get("kmemleak_path")  # host-side tests point this at a fake
     leaks = plan.get("kmemleak", False) and kmemleak.available(leakpath)
-    hz = plan.get("hz")
-    flush = None
-    if leaks and not hz:
-        # A scan takes seconds under KASAN and TCG: let it run while Python imports pytest and
-        # collects. Objects allocated after it starts are too young for it to report, so only
-        # boot's are cleared; the first test waits for it (Recorder.before_first).
-        flush = threading.Thread(target=kmemleak.flush_boot, args=(leakpath,), daemon=True)
-        flush.start()
     import pytest
 
     rec = Recorder(outdir, plan["tests"])
     rec.state["root"] = root_mount()
-    if flush:
-        rec.before_first = flush.join
-    elif leaks:
-        # No scan before the tests (under KASAN it slowed pytest's start by 3 s): the leak check
-        # ignores objects born before the first test began.
+    if leaks:
+        # No scan before the tests (under KASAN, even alongside pytest's start, it cost 3 s):
+        # the leak check ignores objects born before the first test began.
+        hz = plan.get("hz") or 250  # only for the uptime fallback of jiffies_now
+
         def epoch():
             rec.leak_epoch = kmemleak.jiffies_now(hz)
         rec.before_first = epoch

@@ -1,9 +1,8 @@
 """kmemleak in the guest, done the careful way (as syzkaller's executor does it).
 
 Boot leaves objects kmemleak would call leaks (init code, early allocations): only objects
-allocated after the first test began count (their jiffies in the report); a kernel whose jiffies
-rate is unknown gets a scan and clear before the first test instead. At the end: wait past kmemleak's minimum object age (5 s in
-mm/kmemleak.c, MSECS_MIN_AGE), scan twice (an object must stay unreferenced across scans),
+allocated after the first test began count (their jiffies in the report). At the end: wait
+past kmemleak's minimum object age (5 s in mm/kmemleak.c, MSECS_MIN_AGE), scan twice (an object must stay unreferenced across scans),
 read, then scan and read again and keep only the objects seen both times, so that memory in
 flight (RCU callbacks, deferred frees) is not reported. Confirmed reports go to the kernel log
 between markers, where the host's parser titles them and attributes them.
@@ -43,13 +42,6 @@ def _command(cmd, path):
 def _read(path):
     with open(path) as fh:
         return fh.read()
-
-
-def flush_boot(path=None):
-    """Forget what boot left behind: scan once so it is known, then mark it all reported."""
-    path = path or PATH
-    _command("scan", path)
-    _command("clear", path)
 
 
 # '  comm "repro", pid 210, jiffies 4294893504 (age 5.120s)' in 6.1; newer kernels drop the age.
@@ -92,7 +84,7 @@ def confirmed_leaks(path=None, since=None, sleep=time.sleep, clock=time.monotoni
     """Blocks for the objects reported by two reads separated by a scan, in report order.
 
     With BORN_AFTER (jiffies), objects allocated before it are not counted: what boot and
-    the agent's start left behind, instead of a scan before the first test (flush_boot)."""
+    the agent's start left behind."""
     path = path or PATH
     if since is not None:
         wait = MIN_AGE_S - (clock() - since)
