@@ -1,7 +1,9 @@
 """Kernel builds: make O=<cache>/builds/<key>, cached by content key, with live progress.
 
 key = hash(source identity, final .config, patches). A build directory is
-reused; make decides what to recompile. A completion stamp is written only
+reused; make decides what to recompile. A new one starts as a copy of the
+nearest finished build of the same tree (see _seed), so a changed fragment or
+patch costs an incremental build, not a clean one. A completion stamp is written only
 after make succeeds, and removed before make starts, so an interrupted
 build is never mistaken for a finished one.
 """
@@ -63,6 +65,7 @@ class BuildResult:
     phases: dict[str, float] = field(default_factory=dict)
     ccache: bool = False
     seeded_from: str | None = None
+    seed_delta: int = 0  # option lines of .config that differ from the donor's
 
 
 def builddir_for(key: BuildKey, src: KernelSource | None = None) -> Path:
@@ -185,25 +188,67 @@ def machine_lock():
             _lock_fh = None
 
 
-def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> Path | None:
-    """Start a new variant build directory from a finished one of the same tree and config.
+# A donor build directory is worth copying only when few options differ: kbuild's fixdep
+# then recompiles just the files that use them. Past this many changed lines (a sanitizer
+# switched on changes the compiler flags of every file) a clean build costs the same.
+SEED_MAX_CONFIG_DELTA = 64
 
-    Safe because switching variants gives every differing file a fresh mtime
-    (patches.py), so make recompiles exactly those.
+
+def _config_lines(text: str) -> set[str]:
+    return {ln for ln in text.splitlines() if ln.startswith(("CONFIG_", "# CONFIG_"))}
+
+
+def config_delta(a: str, b: str) -> int:
+    """How many option lines two .config texts do not share."""
+    return len(_config_lines(a) ^ _config_lines(b))
+
+
+def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> tuple[Path, int] | None:
+    """Start a new build directory from the nearest finished one of the same tree.
+
+    Donors: finished builds of the same tree path (for a variant: of its slot, any patch
+    set, since switching variants gives every differing file a fresh mtime (patches.py);
+    otherwise of the same source identity) whose .config differs in at most
+    SEED_MAX_CONFIG_DELTA lines. kbuild then recompiles what the patch or the changed
+    options touch, as after `make menuconfig` in one tree. Returns (donor, delta).
     """
+    best: tuple[int, Path] | None = None
+    mine = _config_lines(cfg.dotconfig)
     for donor in sorted(bdir.parent.iterdir()):
         meta = donor / SOURCE_META
         if donor == bdir or not (donor / STAMP).exists() or not meta.exists():
             continue
         try:
             m = json.loads(meta.read_text())
-        except ValueError:
+            dtext = (donor / ".config").read_text()
+        except (OSError, ValueError):
             continue
-        if m.get("path") == str(src.path) and m.get("config") == cfg.hash:
-            if procs.run(["cp", "-a", f"{donor}/.", str(bdir)]) == 0:
-                (bdir / STAMP).unlink(missing_ok=True)
-                return donor
-    return None
+        if m.get("path") != str(src.path):
+            continue
+        if src.kind != "variant" and m.get("identity") != src.identity:
+            continue
+        delta = 0 if m.get("config") == cfg.hash else len(mine ^ _config_lines(dtext))
+        if delta <= SEED_MAX_CONFIG_DELTA and (best is None or delta < best[0]):
+            best = (delta, donor)
+    if best is None:
+        return None
+    delta, donor = best
+    if procs.run(["cp", "-a", "--reflink=auto", f"{donor}/.", str(bdir)]) != 0:
+        return None
+    (bdir / STAMP).unlink(missing_ok=True)
+    _rebase_tools(bdir, donor)
+    return donor, delta
+
+
+def _rebase_tools(bdir: Path, donor: Path) -> None:
+    """objtool's build (tools/) records its absolute output path in its .cmd files: as
+    copied they name the donor, so make would rebuild objtool, and with a new objtool every
+    kernel object. The kernel's own .cmd files are relative to O= and need nothing."""
+    old, new = str(donor), str(bdir)
+    for cmd in (bdir / "tools").rglob(".*.cmd"):
+        text = cmd.read_text(errors="surrogateescape")
+        if old in text:
+            cmd.write_text(text.replace(old, new), errors="surrogateescape")
 
 
 def reusable(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = ()) -> BuildResult | None:
@@ -246,10 +291,10 @@ def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Pat
         return result
     stamp.unlink(missing_ok=True)
     dot = bdir / ".config"
-    if not dot.exists() and src.kind == "variant":
-        donor = _seed(bdir, src, cfg)
-        if donor is not None:
-            result.seeded_from = donor.name
+    if not dot.exists():
+        seeded = _seed(bdir, src, cfg)
+        if seeded is not None:
+            result.seeded_from, result.seed_delta = seeded[0].name, seeded[1]
     if not dot.exists() or dot.read_text() != cfg.dotconfig:
         dot.write_text(cfg.dotconfig)
 

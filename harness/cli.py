@@ -16,6 +16,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+    return n
+
+
 def _kernel_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", metavar="PATH[@REF]",
                    help="kernel tree (default: Debian's linux-source-6.1, unpacked into the cache); "
@@ -35,6 +45,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="auto: KVM only if a probe boot works (cached per machine)")
     r.add_argument("--console", action="store_true", help="echo the guest console live")
     r.add_argument("--rebuild", action="store_true", help="run make even for a cached build")
+    r.add_argument("--vms", type=_positive, metavar="N",
+                   help="VMs to run at once (default: one per 2 CPUs, at least 2; "
+                        "1 with --console); timeouts stretch with the load")
 
     b = sub.add_parser("build", help="build a kernel (base fragment + --fragment ...)")
     _kernel_opts(b)
@@ -130,7 +143,7 @@ def cmd_run(a) -> int:
 
     scs = scenario.load_all(a.scenarios)
     opts = runner.RunOptions(kernel=a.kernel, out=a.out, accel=a.accel, jobs=a.jobs,
-                             echo=a.console, force_build=a.rebuild)
+                             echo=a.console, force_build=a.rebuild, vms=a.vms)
     summary = runner.run(scs, opts)
     results.print_summary(summary)
     return summary.exit_code()
@@ -151,7 +164,8 @@ def cmd_build(a) -> int:
         cfg = config.merge(ksrc, _fragments(a.fragment))
         b = build.build(ksrc, cfg, patches.patch_hashes(pl), jobs=a.jobs, force=a.rebuild)
     if b.seeded_from:
-        print(f"wqh: build directory seeded from {b.seeded_from}")
+        print(f"wqh: build directory seeded from {b.seeded_from} "
+              f"({b.seed_delta} option lines apart)")
     if b.reused:
         print(f"wqh: cached build {b.key}")
     else:

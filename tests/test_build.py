@@ -56,6 +56,54 @@ def test_build_then_reuse_without_make(tmp_path, tmp_cache):
     assert b3.builddir != b.builddir and not b3.reused
 
 
+def options(n, extra=""):
+    return "".join(f"CONFIG_OPT{i}=y\n" for i in range(n)) + extra
+
+
+def test_a_new_config_starts_from_the_nearest_finished_build_of_the_tree(tmp_path, tmp_cache):
+    src = fake_source(tmp_path)
+    far = build.build(src, cfg(options(40) + "".join(f"CONFIG_K{i}=y\n" for i in range(71))),
+                      ccache=False, quiet=True)
+    near = build.build(src, cfg(options(40)), ccache=False, quiet=True)
+    assert far.seeded_from is None  # nothing to start from
+    assert near.seeded_from is None  # 71 lines from the only donor: past the limit
+    tool_cmd = near.builddir / "tools" / "objtool" / ".check.o.cmd"
+    tool_cmd.parent.mkdir(parents=True)
+    tool_cmd.write_text(f"cmd_{near.builddir}/tools/objtool/check.o := gcc -o {near.builddir}/x\n")
+    # Two options off, one added: the nearest donor is copied, make goes on in the copy.
+    b = build.build(src, cfg(options(38) + "CONFIG_VT=n\n"), ccache=False, quiet=True)
+    assert (b.seeded_from, b.seed_delta) == (near.key, 3)
+    # objtool's commands name their output directory: the copy's name the copy.
+    copied = (b.builddir / "tools" / "objtool" / ".check.o.cmd").read_text()
+    assert copied == f"cmd_{b.builddir}/tools/objtool/check.o := gcc -o {b.builddir}/x\n"
+    assert str(near.builddir) in tool_cmd.read_text()
+    assert (b.builddir / "runs").read_text() == "run\nrun\n"  # the donor's make, then ours
+    assert (b.builddir / ".config").read_text() == options(38) + "CONFIG_VT=n\n"
+    assert (near.builddir / "runs").read_text() == "run\n"  # the donor is left as it was
+    assert build.build(src, cfg(options(38) + "CONFIG_VT=n\n"), ccache=False, quiet=True).reused
+
+
+def test_builds_of_another_tree_or_an_unfinished_one_are_no_donors(tmp_path, tmp_cache):
+    src = fake_source(tmp_path)
+    other = KernelSource(src.path, "fake:other-version", "path", True)
+    a = build.build(other, cfg(options(10)), ccache=False, quiet=True)
+    (a.builddir / build.STAMP).unlink()
+    b = build.build(src, cfg(options(10)), ccache=False, quiet=True)
+    assert b.seeded_from is None  # other identity: its objects are of other sources
+    c = build.build(src, cfg(options(9)), ccache=False, quiet=True)
+    assert c.seeded_from == b.key
+    (b.builddir / build.STAMP).unlink()
+    (c.builddir / build.STAMP).unlink()
+    assert build.build(src, cfg(options(8)), ccache=False, quiet=True).seeded_from is None
+
+
+def test_config_delta_counts_option_lines_only():
+    a = "# Automatically generated\nCONFIG_A=y\n# CONFIG_B is not set\n"
+    b = "# other comment\nCONFIG_A=y\nCONFIG_B=y\n"
+    assert build.config_delta(a, a) == 0
+    assert build.config_delta(a, b) == 2
+
+
 def test_mutable_tree_always_runs_make(tmp_path, tmp_cache):
     src = fake_source(tmp_path, immutable=False)
     build.build(src, cfg(), ccache=False, quiet=True)
