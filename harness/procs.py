@@ -97,7 +97,17 @@ def kill_all() -> None:
         kill_group(pgid, grace=2.0)
 
 
+_stopping = False
+
+
+def stopping() -> bool:
+    """True once wqh got a stop signal: worker threads start no new child."""
+    return _stopping
+
+
 def _on_signal(signum, frame):  # noqa: ARG001
+    global _stopping
+    _stopping = True
     # Kill children first so nothing is left even if the caller's cleanup is slow.
     kill_all()
     raise Interrupted(signum)

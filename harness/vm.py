@@ -159,6 +159,9 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
     try:
         with console.open("w") as out:
             while True:
+                if procs.stopping():  # a stop signal while this VM started in another thread
+                    end = "interrupted"
+                    break
                 now = time.monotonic()
                 if panic_at is not None and now - panic_at > PANIC_GRACE_S:
                     end = "panic"

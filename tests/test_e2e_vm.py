@@ -85,6 +85,33 @@ def test_rerun_reuses_the_build(smoke, tmp_path):
     assert "reused" in r.stdout
 
 
+def test_a_changed_fragment_builds_from_the_nearest_kernel_and_boots(smoke, tmp_path):
+    """One option changed: the build starts from the smoke kernel's directory, compiles the
+    files that use the option, and the kernel boots and passes."""
+    from harness import config
+
+    assert smoke[0].returncode == 0
+    frag = tmp_path / "uarts.config"
+    frag.write_text("CONFIG_SERIAL_8250_NR_UARTS=3\nCONFIG_SERIAL_8250_RUNTIME_UARTS=3\n")
+    scen = tmp_path / "uarts.yaml"
+    smoke_test = SCENARIOS.parent / "guest-tests" / "test_smoke.py"
+    scen.write_text(f"name: uarts\nkernel:\n  fragments: [watch-queue, {frag}]\n"
+                    f"tests:\n  - {smoke_test}::test_key_update_gives_one_record\n")
+    src = source.default_source()
+    cfg = config.merge(src, config.fragment_list(["watch-queue", str(frag)]))
+    bdir = build.builddir_for(build.BuildKey(src.identity, cfg.hash))
+    shutil.rmtree(bdir, ignore_errors=True)  # a finished one from an earlier run would be reused
+    (donor,) = (smoke[1] / "kernels").iterdir()
+    r = wqh("run", str(scen), "--out", str(tmp_path / "r"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"seeded from {donor.name}" in r.stdout
+    cc = [ln.split()[-1] for ln in (bdir / "build.log").read_text().splitlines()
+          if ln.startswith("  CC ")]
+    assert "drivers/tty/serial/8250/8250_core.o" in cc
+    assert len(cc) < 40, f"expected an incremental build, compiled {len(cc)}: {cc[:20]}"
+    assert "CONFIG_SERIAL_8250_NR_UARTS=3" in (bdir / ".config").read_text()
+
+
 def test_a_failing_guest_test_is_fail_and_exit_1(smoke, tmp_path):
     r = wqh("run", str(DATA / "scenarios" / "fail-on-purpose.yaml"), "--out", str(tmp_path))
     assert r.returncode == 1, r.stdout + r.stderr
@@ -132,6 +159,54 @@ def test_sigterm_mid_boot_leaves_no_qemu(smoke, tmp_path):
     assert no_process_mentions(str(out)), "QEMU outlived wqh"
     r = wqh("run", str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "again"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def two_shapes(tmp_path, extra_tests=0):
+    """Two scenarios on the smoke kernel that need two boots (their VM shapes differ)."""
+    smoke_test = SCENARIOS.parent / "guest-tests" / "test_smoke.py"
+    paths = []
+    for name, mem in (("wide", "1G"), ("narrow", "768M")):
+        f = tmp_path / f"{name}.yaml"
+        tests = "".join(f"  - {smoke_test}::test_key_update_gives_one_record\n"
+                        for _ in range(1 + extra_tests))
+        f.write_text(f"name: {name}\nkernel:\n  fragments: [watch-queue]\n"
+                     f"vm:\n  cpus: 2\n  memory: {mem}\ntests:\n{tests}")
+        paths.append(str(f))
+    return paths
+
+
+def test_two_vms_run_at_once_and_report_in_order(smoke, tmp_path):
+    assert smoke[0].returncode == 0
+    out = tmp_path / "r"
+    r = wqh("run", *two_shapes(tmp_path), "--out", str(out), "--vms", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 VMs, 2 at once (timeouts x2.0)" in r.stdout
+    vms = [json.loads(p.read_text()) for p in sorted(out.glob("vm*-*/vm.json"))]
+    assert len(vms) == 2 and all(v["agent_done"] for v in vms)
+    (a, b) = vms
+    assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"], "no overlap"
+    assert [t["scenario"] for t in results(out)["tests"]] == ["wide", "narrow"]
+    assert results(out)["summary"] == {"pass": 2}
+
+
+def test_sigterm_with_two_vms_booting_leaves_no_qemu(smoke, tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(WQH + ["run", *two_shapes(tmp_path), "--out", str(out), "--vms", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def both_booting():
+        logs = list(out.glob("vm*-*/console.log"))
+        return len(logs) == 2 and all(f.stat().st_size > 0 for f in logs)
+
+    _wait_for(both_booting, 120, "two console logs")
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert no_process_mentions(str(out)), "QEMU outlived wqh"
+    assert len(list(out.glob("vm*-*"))) == 2, "a VM booted after the signal"
+    outcomes = {t["outcome"] for t in results(out)["tests"]}
+    assert outcomes <= {"infra-error", "lost", "pass"} and "pass" not in outcomes
 
 
 def test_user_tree_sigterm_mid_build_then_incremental(smoke, tmp_path):

@@ -68,3 +68,12 @@ def test_a_boot_that_dies_before_the_first_test_is_retried_once(monkeypatch):
     monkeypatch.setattr(runner, "run_vm", fake)
     rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
     assert len(boots) == 1 and [r.outcome for r in rs] == ["infra-error"]
+
+
+def test_vms_at_once_and_the_timeout_stretch_follow_the_host_cpus():
+    from harness.runner import default_vms, load_factor
+
+    assert [default_vms(n) for n in (1, 2, 3, 4, 8, 64)] == [1, 2, 2, 2, 4, 8]
+    assert load_factor(1, 2, host_cpus=2) == 1.0
+    assert load_factor(2, 2, host_cpus=2) == 2.0  # two 2-vCPU guests on 2 cores
+    assert load_factor(2, 2, host_cpus=8) == 1.0
