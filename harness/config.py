@@ -181,12 +181,21 @@ def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) ->
     missing = kconfig.requested_missing(requests, final)
     if not missing:
         return
+    base = str(resolve_fragment(BASE_FRAGMENT))
+    deps = {o.name: kconfig.find_dependency(src.path, o.name, final)
+            for o, _ in missing if o.value != "n"}
+    # base.config serves several kernel versions: an option this tree does not define at
+    # all (BASE_FULL after 6.8) is not a request to it. Everywhere else it is an error.
+    missing = [(o, have) for o, have in missing
+               if not (str(o.file) == base and o.value != "n" and deps[o.name] is None)]
+    if not missing:
+        return
     lines = []
     for opt, have in missing:
         got = "not set" if have == "n" else have
         lines.append(f"  {opt} ({opt.file}:{opt.line}) -> final .config has it {got}")
         if opt.value != "n":
-            dep = kconfig.find_dependency(src.path, opt.name, final)
+            dep = deps[opt.name]
             if dep is None:
                 lines.append(f"    CONFIG_{opt.name} is not defined in any Kconfig of this tree")
             elif dep.unmet:

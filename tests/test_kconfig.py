@@ -47,3 +47,23 @@ def test_dependency_reader_follows_source_if_and_menu():
     assert sub.unmet == ["FREE", "NET"]
     assert kconfig.find_dependency(tree, "FREE", {}).unmet == []
     assert kconfig.find_dependency(tree, "NOPE", {}) is None
+
+
+def test_base_options_a_tree_does_not_define_are_skipped_but_user_ones_fail(tmp_path):
+    from harness import config
+    from harness.errors import ConfigError
+    from harness.source import KernelSource
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Kconfig").write_text("config WATCH_QUEUE\n\tbool \"wq\"\n")
+    src = KernelSource(tree, "fake:tree", "path", immutable=True)
+    base = str(config.resolve_fragment(config.BASE_FRAGMENT))
+    gone = kconfig.Option("BASE_FULL", "y", base, 81)
+    config.verify(src, [gone], "# CONFIG_WATCH_QUEUE is not set\n")  # not this tree's option
+    for req in (kconfig.Option("WATCH_QUEUE", "y", base, 3),  # defined here, and off
+                kconfig.Option("WATCH_QUEU", "y", str(tmp_path / "mine.config"), 1)):  # typo
+        with pytest.raises(ConfigError) as e:
+            config.verify(src, [gone, req], "# CONFIG_WATCH_QUEUE is not set\n")
+        assert f"CONFIG_{req.name}=y ({req.file}:{req.line})" in str(e.value)
+        assert "BASE_FULL" not in str(e.value)
