@@ -2,14 +2,15 @@
 
 - cold build (wall, CPU) of the default config vs `vng --kconfig` on the same tree,
   both without ccache, each in a fresh build directory;
-- boot to first test of wqh's VM vs a bare `vng --exec true` of the same kernel;
+- boot to first test of wqh's VM vs a bare `vng --exec true` of the same kernel (medians of
+  --samples runs, interleaved);
 - the warm re-run of smoke.yaml (whole `wqh run` wall time);
 - the functional suite, default and KASAN+kmemleak kernels: time in the guest, whole run, boot;
 - the edit loop: kernel/watch_queue.c changed in a private working copy of the tree, then
   `wqh run scenarios/functional.yaml --kernel COPY` (incremental make, boot, suite) to verdict;
 - boot to first test of every sanitizer profile whose kernel is built (smoke test on it);
-- the whole default run (`wqh run`, every scenario of scenarios/), warm; cold (from an empty
-  cache, building every kernel) with --cold-run;
+- the whole default run (`wqh run`, every scenario of scenarios/), warm, against the same
+  run one VM at a time; cold (from an empty cache, building every kernel) with --cold-run;
 - `wqh parse` throughput on a ~100 MB log of real console logs.
 Figures go to DIR/bench.json: {name, value, unit, baseline, ratio, target}.
 """
@@ -40,6 +41,7 @@ class Figure:
     baseline_name: str | None = None
     ratio: float | None = None
     target: str | None = None
+    samples: list[float] | None = None  # the measurements a median was taken of
 
     def line(self) -> str:
         s = f"{self.name:<34} {self.value:10.2f} {self.unit}"
@@ -47,7 +49,15 @@ class Figure:
             s += f"   baseline {self.baseline_name} {self.baseline:.2f} {self.unit}, ratio {self.ratio:.3f}"
         if self.target:
             s += f"   target {self.target}"
+        if self.samples and len(self.samples) > 1:
+            s += f"   (median of {len(self.samples)}: {min(self.samples):.2f}-{max(self.samples):.2f})"
         return s
+
+
+def median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
 
 
 def _timed(cmd: list[str], **kw) -> tuple[int, float, float]:
@@ -197,7 +207,7 @@ PROFILES = {
 
 
 def _profile_boot(out: Path, kernel: str | None, src: source.KernelSource, name: str,
-                  frags: tuple[str, ...]) -> float | None:
+                  frags: tuple[str, ...], sample: int = 1) -> float | None:
     """Boot to first test of the smoke test on this profile's kernel; None if not built."""
     cfg = config.merge(src, config.fragment_list(list(frags), SCENARIOS))
     if build.reusable(src, cfg) is None:
@@ -208,13 +218,16 @@ def _profile_boot(out: Path, kernel: str | None, src: source.KernelSource, name:
     scen.write_text(f"name: smoke-{name}\nkernel:\n  fragments: [{', '.join(frags)}]\n"
                     "timeouts: {no_output: 240, total: 480}\n"
                     f"tests:\n  - {SCENARIOS.parent}/guest-tests/test_smoke.py::test_key_update_gives_one_record\n")
-    _, r = _wqh_run(out / f"run-profile-{name}", kernel, str(scen))
+    _, r = _wqh_run(out / f"run-profile-{name}-{sample}", kernel, str(scen))
     return r["timings"].get("boot_to_first_test_s")
 
 
-def _default_run(out: Path, kernel: str | None, cache: Path | None = None) -> float:
+def _default_run(out: Path, kernel: str | None, cache: Path | None = None,
+                 vms: int | None = None) -> float:
     """The whole `wqh run` of scenarios/ (every scenario), to its verdict."""
     cmd = [sys.executable, "-m", "harness", "run", "--out", str(out)]
+    if vms:
+        cmd += ["--vms", str(vms)]
     if kernel:
         cmd += ["--kernel", kernel]
     env = dict(os.environ, **({"WQH_CACHE": str(cache)} if cache else {}))
@@ -276,22 +289,30 @@ def main(a) -> int:
         add(Figure("cold_build_cpu", c_ours, "s", c_vng, "vng --kconfig", c_ours / c_vng, "<= 0.40"))
         add(Figure("cold_build_wall", w_ours, "s", w_vng, "vng --kconfig", w_ours / w_vng))
 
-    # First run builds (or reuses) the kernel; the second is the warm re-run.
+    # First run builds (or reuses) the kernel; then warm re-runs and bare boots, interleaved
+    # so that a slow spell of the host weighs on both sides; medians of --samples each.
     _wqh_run(out / "run-first", a.kernel)
-    warm, res = _wqh_run(out / "run-warm", a.kernel)
-    kinfo = next(iter(res["kernels"].values()))
-    bz = Path(json.loads((Path(kinfo["artifacts"]) / "build.json").read_text())["bzimage"])
-    acc = accel.choose(bz)
-    bare = _bare_boot(bz, acc)
-    bare_tuned = _bare_boot(bz, acc, tuned_root=True)
-    first = res["timings"].get("boot_to_first_test_s")
-    add(Figure("warm_rerun_smoke", warm, "s", target="<= 30"))
+    warms, firsts, bares, bares_tuned = [], [], [], []
+    for i in range(a.samples):
+        warm, res = _wqh_run(out / f"run-warm-{i + 1}", a.kernel)
+        if acc is None:
+            kinfo = next(iter(res["kernels"].values()))
+            bz = Path(json.loads((Path(kinfo["artifacts"]) / "build.json").read_text())["bzimage"])
+            acc = accel.choose(bz)
+        warms.append(warm)
+        if res["timings"].get("boot_to_first_test_s") is not None:
+            firsts.append(res["timings"]["boot_to_first_test_s"])
+        bares.append(_bare_boot(bz, acc))
+        bares_tuned.append(_bare_boot(bz, acc, tuned_root=True))
+    bare = median(bares)
+    first = median(firsts) if firsts else None
+    add(Figure("warm_rerun_smoke", median(warms), "s", target="<= 30", samples=warms))
     if first is not None:
         add(Figure("boot_to_first_test", first, "s", bare, "bare vng --exec true", first / bare,
-                   target="<= 1.10 x bare"))
-    add(Figure("bare_vng_exec_true", bare, "s"))
-    add(Figure("bare_vng_exec_true_wqh_root", bare_tuned, "s", bare, "bare vng --exec true",
-               bare_tuned / bare))
+                   target="<= 1.10 x bare", samples=firsts))
+    add(Figure("bare_vng_exec_true", bare, "s", samples=bares))
+    add(Figure("bare_vng_exec_true_wqh_root", median(bares_tuned), "s", bare,
+               "bare vng --exec true", median(bares_tuned) / bare, samples=bares_tuned))
     # Do two TCG guests at once beat two in a row on this machine's cores?
     try:
         seq = _two_bare_boots(bz, acc, parallel=False)
@@ -326,13 +347,17 @@ def main(a) -> int:
 
     plain = first
     for name, frags in PROFILES.items():
-        b2f = _profile_boot(out, a.kernel, src, name, frags)
-        if b2f is not None:
+        got = [b for i in range(a.samples)
+               if (b := _profile_boot(out, a.kernel, src, name, frags, i + 1)) is not None]
+        if got:
+            b2f = median(got)
             add(Figure(f"boot_to_first_test_{name}", b2f, "s", plain, "default kernel",
                        b2f / plain if plain else None,
-                       target="<= 25" if name == "kasan_kmemleak" else None))
+                       target="<= 25" if name == "kasan_kmemleak" else None, samples=got))
 
-    add(Figure("default_run_warm", _default_run(out / "run-default-warm", a.kernel), "s",
+    one_vm = _default_run(out / "run-default-warm-1vm", a.kernel, vms=1)
+    both = _default_run(out / "run-default-warm", a.kernel)
+    add(Figure("default_run_warm", both, "s", one_vm, "one VM at a time", both / one_vm,
                target="<= 300"))
     if a.cold_run:
         cold_cache = Path(tempfile.mkdtemp(prefix="wqh-bench-cache-", dir=str(build.cache_dir().parent)))

@@ -33,3 +33,13 @@ def test_the_edit_moves_every_line_and_never_touches_the_original(tmp_path):
     lines = (tree / "kernel" / "watch_queue.c").read_text().splitlines(keepends=True)
     assert lines[1] == second != first and lines[0] + "".join(lines[2:]) == before
     assert (orig / "kernel" / "watch_queue.c").read_text() == before
+
+
+def test_a_figure_reports_the_median_and_the_spread_of_its_samples():
+    from harness.bench import Figure, median
+
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    f = Figure("boot", median([10.4, 9.1, 9.7]), "s", 9.0, "bare", 9.7 / 9.0, samples=[10.4, 9.1, 9.7])
+    assert "9.70 s" in f.line() and "(median of 3: 9.10-10.40)" in f.line()
+    assert "median" not in Figure("one", 1.0, "s", samples=[1.0]).line()
