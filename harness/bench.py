@@ -239,6 +239,18 @@ def _default_run(out: Path, kernel: str | None, cache: Path | None = None,
     return wall
 
 
+def _profile_figures(a, out: Path, src: source.KernelSource, plain: float | None, add) -> None:
+    """Boot to first test of each sanitizer profile whose kernel is built, against the default."""
+    for name, frags in PROFILES.items():
+        got = [b for i in range(a.samples)
+               if (b := _profile_boot(out, a.kernel, src, name, frags, i + 1)) is not None]
+        if got:
+            b2f = median(got)
+            add(Figure(f"boot_to_first_test_{name}", b2f, "s", plain, "default kernel",
+                       b2f / plain if plain else None,
+                       target="<= 25" if name == "kasan_kmemleak" else None, samples=got))
+
+
 def _parse_throughput(out: Path) -> tuple[float, float]:
     """(MB/s, MB) of report.parse_file on a ~100 MB log made of real console logs."""
     from harness import report
@@ -277,7 +289,7 @@ def main(a) -> int:
             "figures": [asdict(f) for f in figs]}, indent=2) + "\n")
         tmp.replace(out / "bench.json")
 
-    if not a.skip_cold:
+    if not a.skip_cold and not a.boots_only:
         work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
         try:
             print("bench: cold build of wqh's default config (no ccache)...", flush=True)
@@ -321,6 +333,12 @@ def main(a) -> int:
     except RuntimeError as e:
         print(f"bench: two VMs at once could not be measured: {e}", flush=True)
 
+    if a.boots_only:
+        _profile_figures(a, out, src, first, add)
+        write()
+        print(f"bench: wrote {out / 'bench.json'}")
+        return 0
+
     # The functional suite: the whole `wqh run` (kernel reused) and the suite's own time in the
     # guest (sum of the tests' durations; collection and boot excluded).
     for name, scen in (("functional", "functional.yaml"), ("functional_kasan", "functional-kasan.yaml")):
@@ -345,15 +363,7 @@ def main(a) -> int:
     add(Figure("edit_loop_suite_in_guest", sum(t["duration_s"] or 0 for t in r["tests"]), "s"))
     add(Figure("edit_tree_first_run", first_edit, "s"))
 
-    plain = first
-    for name, frags in PROFILES.items():
-        got = [b for i in range(a.samples)
-               if (b := _profile_boot(out, a.kernel, src, name, frags, i + 1)) is not None]
-        if got:
-            b2f = median(got)
-            add(Figure(f"boot_to_first_test_{name}", b2f, "s", plain, "default kernel",
-                       b2f / plain if plain else None,
-                       target="<= 25" if name == "kasan_kmemleak" else None, samples=got))
+    _profile_figures(a, out, src, first, add)
 
     one_vm = _default_run(out / "run-default-warm-1vm", a.kernel, vms=1)
     both = _default_run(out / "run-default-warm", a.kernel)

@@ -229,6 +229,7 @@ def main(argv):
 
     rec = Recorder(outdir, plan["tests"])
     rec.state["root"] = root_mount()
+    rec.state["python"] = sys.executable
     if leaks:
         # No scan before the tests (under KASAN, even alongside pytest's start, it cost 3 s):
         # the leak check ignores objects born before the first test began.
