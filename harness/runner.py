@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -172,36 +171,8 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     return rs, vres
 
 
-# Interpreters the guest may run instead of ours, first choice first: the distribution's
-# build (Debian's is built with PGO and LTO; pyenv's and a source build are not, by default).
-GUEST_PYTHONS = ("/usr/bin/python{v}",)
-
-
-@functools.lru_cache(maxsize=None)
-def guest_python(candidates: tuple[str, ...] = GUEST_PYTHONS) -> str:
-    """The interpreter for the guest agent: a candidate with our bytecode tag (cpython-311:
-    it reads the same cached .pyc and the same site-packages), else ours.
-
-    Under TCG the guest spends most of its start in the interpreter: Python's own speed is
-    the boot-to-first-test time."""
-    tag = sys.implementation.cache_tag
-    ver = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    ours = os.path.realpath(sys.executable)
-    for cand in (c.format(v=ver) for c in candidates):
-        if os.path.realpath(cand) == ours or not os.access(cand, os.X_OK):
-            continue
-        try:
-            r = subprocess.run([cand, "-S", "-c", "import sys, ctypes; print(sys.implementation.cache_tag)"],
-                               capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0 and r.stdout.strip() == tag:
-            return cand
-    return sys.executable
-
-
 def agent_command(plan_file: Path) -> str:
-    """The guest's command line: guest_python() on the repo, without `site`.
+    """The guest's command line: our interpreter on the repo, without `site`.
 
     `site` costs more than a second per start under TCG (it runs the .pth hooks, the editable
     install's finder among them, which the guest does not need: the repo is on PYTHONPATH).
@@ -211,7 +182,7 @@ def agent_command(plan_file: Path) -> str:
     env = {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1",
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     assign = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return (f"cd {shlex.quote(str(REPO))} && {assign} {shlex.quote(guest_python())} -S "
+    return (f"cd {shlex.quote(str(REPO))} && {assign} {shlex.quote(sys.executable)} -S "
             f"-m harness.guest.agent {shlex.quote(str(plan_file))}")
 
 

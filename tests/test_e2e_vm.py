@@ -66,8 +66,6 @@ def test_smoke_passes_on_the_default_kernel(smoke):
         assert guest["root"].split()[2] == "9p" and ",loose," in guest["root"], guest["root"]
     else:
         assert guest["root"].split()[2] == "virtiofs", guest["root"]
-    from harness import runner
-    assert guest["python"] == runner.guest_python()  # the interpreter chosen for the guest
     (kdir,) = (out / "kernels").iterdir()
     dot = (kdir / ".config").read_text()
     assert "CONFIG_WATCH_QUEUE=y" in dot and "CONFIG_KEY_NOTIFICATIONS=y" in dot

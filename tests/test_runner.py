@@ -77,22 +77,3 @@ def test_vms_at_once_and_the_timeout_stretch_follow_the_host_cpus():
     assert load_factor(1, 2, host_cpus=2) == 1.0
     assert load_factor(2, 2, host_cpus=2) == 2.0  # two 2-vCPU guests on 2 cores
     assert load_factor(2, 2, host_cpus=8) == 1.0
-
-
-def test_the_guest_runs_an_interpreter_with_our_bytecode_tag_else_ours(tmp_path):
-    import stat
-    import sys
-
-    from harness.runner import guest_python
-
-    def fake(name, tag):
-        p = tmp_path / name
-        p.write_text(f"#!/bin/sh\necho {tag}\n")
-        p.chmod(p.stat().st_mode | stat.S_IXUSR)
-        return str(p)
-
-    other = fake("python-other", "cpython-399")
-    same = fake("python-same", sys.implementation.cache_tag)
-    assert guest_python((str(tmp_path / "missing"), other, same)) == same
-    assert guest_python((other,)) == sys.executable
-    assert guest_python((str(tmp_path / "python{v}"),)) == sys.executable  # {v}: our version
