@@ -289,6 +289,11 @@ def main(a) -> int:
             "figures": [asdict(f) for f in figs]}, indent=2) + "\n")
         tmp.replace(out / "bench.json")
 
+    def finish() -> int:
+        write()
+        print(f"bench: wrote {out / 'bench.json'}")
+        return 0
+
     if not a.skip_cold and not a.boots_only:
         work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
         try:
@@ -316,15 +321,15 @@ def main(a) -> int:
             firsts.append(res["timings"]["boot_to_first_test_s"])
         bares.append(_bare_boot(bz, acc))
         bares_tuned.append(_bare_boot(bz, acc, tuned_root=True))
-    bare = median(bares)
+    bare, tuned = median(bares), median(bares_tuned)
     first = median(firsts) if firsts else None
     add(Figure("warm_rerun_smoke", median(warms), "s", target="<= 30", samples=warms))
     if first is not None:
         add(Figure("boot_to_first_test", first, "s", bare, "bare vng --exec true", first / bare,
                    target="<= 1.10 x bare", samples=firsts))
     add(Figure("bare_vng_exec_true", bare, "s", samples=bares))
-    add(Figure("bare_vng_exec_true_wqh_root", median(bares_tuned), "s", bare,
-               "bare vng --exec true", median(bares_tuned) / bare, samples=bares_tuned))
+    add(Figure("bare_vng_exec_true_wqh_root", tuned, "s", bare, "bare vng --exec true",
+               tuned / bare, samples=bares_tuned))
     # Do two TCG guests at once beat two in a row on this machine's cores?
     try:
         seq = _two_bare_boots(bz, acc, parallel=False)
@@ -335,9 +340,7 @@ def main(a) -> int:
 
     if a.boots_only:
         _profile_figures(a, out, src, first, add)
-        write()
-        print(f"bench: wrote {out / 'bench.json'}")
-        return 0
+        return finish()
 
     # The functional suite: the whole `wqh run` (kernel reused) and the suite's own time in the
     # guest (sum of the tests' durations; collection and boot excluded).
@@ -381,6 +384,4 @@ def main(a) -> int:
     add(Figure("parse_throughput", rate, "MB/s"))
     add(Figure("parse_log_size", mb, "MB"))
 
-    write()
-    print(f"bench: wrote {out / 'bench.json'}")
-    return 0
+    return finish()

@@ -67,6 +67,11 @@ class BuildResult:
     seeded_from: str | None = None
     seed_delta: int = 0  # option lines of .config that differ from the donor's
 
+    @property
+    def seed_note(self) -> str:
+        return (f"seeded from {self.seeded_from} ({self.seed_delta} option lines apart)"
+                if self.seeded_from else "")
+
 
 def builddir_for(key: BuildKey, src: KernelSource | None = None) -> Path:
     if src is not None and src.kind == "variant":
@@ -213,7 +218,6 @@ def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> tuple[Path, int] 
     options touch, as after `make menuconfig` in one tree. Returns (donor, delta).
     """
     best: tuple[int, Path] | None = None
-    mine = _config_lines(cfg.dotconfig)
     for donor in sorted(bdir.parent.iterdir()):
         meta = donor / SOURCE_META
         if donor == bdir or not (donor / STAMP).exists() or not meta.exists():
@@ -227,7 +231,7 @@ def _seed(bdir: Path, src: KernelSource, cfg: ConfigResult) -> tuple[Path, int] 
             continue
         if src.kind != "variant" and m.get("identity") != src.identity:
             continue
-        delta = 0 if m.get("config") == cfg.hash else len(mine ^ _config_lines(dtext))
+        delta = 0 if m.get("config") == cfg.hash else config_delta(cfg.dotconfig, dtext)
         if delta <= SEED_MAX_CONFIG_DELTA and (best is None or delta < best[0]):
             best = (delta, donor)
     if best is None:

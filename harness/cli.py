@@ -168,8 +168,7 @@ def cmd_build(a) -> int:
         cfg = config.merge(ksrc, _fragments(a.fragment))
         b = build.build(ksrc, cfg, patches.patch_hashes(pl), jobs=a.jobs, force=a.rebuild)
     if b.seeded_from:
-        print(f"wqh: build directory seeded from {b.seeded_from} "
-              f"({b.seed_delta} option lines apart)")
+        print(f"wqh: build directory {b.seed_note}")
     if b.reused:
         print(f"wqh: cached build {b.key}")
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -12,7 +13,6 @@ import shlex
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,7 +360,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
         how = ("reused" if b.reused else
                f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
         if b.seeded_from:
-            how += f", seeded from {b.seeded_from} ({b.seed_delta} option lines apart)"
+            how += ", " + b.seed_note
         print(f"wqh: kernel {b.key} {how} ({b.bzimage})", flush=True)
         summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
         summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
@@ -386,17 +386,15 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     summary.timings["vms_at_once"] = width  # type: ignore[assignment]
     if width > 1:
         print(f"wqh: {len(jobs)} VMs, {width} at once (timeouts x{load:.1f})", flush=True)
-    names = iter(range(len(jobs) + 1, 1 << 30))
-    lock = threading.Lock()
+    # A job's first boot has the name given in job order; boots after a dead VM draw the
+    # next free number (count() is atomic under the GIL, shared by the threads).
+    retries = itertools.count(len(jobs) + 1)
 
     def run_job(job: VMJob):
-        first = [job.name]
+        own = iter([job.name])
 
         def next_name() -> str:
-            if first:
-                return first.pop()
-            with lock:
-                return f"vm{next(names)}-{job.build.key[:8]}"
+            return next(own, None) or f"vm{next(retries)}-{job.build.key[:8]}"
         return run_items(out, job.items, job.shape, job.build, acc, job.factor * load,
                          job.kernel_id, opts.echo, next_name)
 
