@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
-from harness import procs
-from harness.errors import EXIT_INFRA, EXIT_INPUT, EXIT_OK, InputError, WqhError
+from harness import procs, validate
+from harness.errors import EXIT_INFRA, EXIT_INPUT, EXIT_OK, InputError, Problems, WqhError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,28 +145,92 @@ def _fragments(names: list[str]) -> tuple:
     return config.fragment_list(names or ["watch-queue"], Path.cwd())
 
 
-def cmd_run(a) -> int:
-    from harness import results, runner, scenario
+# --- the validation phase: every option and input file, before any work ----------------------
 
-    scs = scenario.load_all(a.scenarios)
-    opts = runner.RunOptions(kernel=a.kernel, out=a.out, accel=a.accel, jobs=a.jobs,
-                             echo=a.console, force_build=a.rebuild, vms=a.vms)
-    summary = runner.run(scs, opts)
+
+def _common(probs: Problems, a) -> None:
+    """The options several commands share: --kernel, --jobs, --out."""
+    if hasattr(a, "kernel"):
+        with probs.check():
+            validate.kernel_spec(a.kernel)
+    if hasattr(a, "jobs"):
+        with probs.check():
+            validate.whole("--jobs", a.jobs, 1, validate.MAX_JOBS)
+    if hasattr(a, "out"):
+        with probs.check():
+            validate.out_path("--out", a.out)
+
+
+def _patch_forms(probs: Problems, paths, key: str) -> tuple[Path, ...]:
+    from harness import patches
+
+    out = []
+    for p in paths:
+        with probs.check():
+            patches.check_form(Path(p), key)
+            out.append(Path(p).resolve())
+    return tuple(out)
+
+
+def _patches_apply(probs: Problems, kernel: str | None, sets) -> None:
+    """SETS: (patches in order, {patch: option or key}) each checked against the tree, where
+    the tree is at hand without unpacking or cloning; the runner checks again once it is."""
+    from harness import patches, source
+
+    if probs or not any(ps for ps, _ in sets):
+        return  # a patch of a bad form or a bad --kernel: already reported
+    with probs.check():
+        read = source.file_reader(kernel)
+        if read is None:
+            return
+        what = kernel or "the default source"
+        for ps, keys in sets:
+            with probs.check():
+                patches.check_applies(read, ps, what, keys)
+
+
+def _numbers(probs: Problems, a) -> None:
+    if getattr(a, "repeat", None) is not None:
+        with probs.check():
+            validate.whole("--repeat", a.repeat, 1, validate.MAX_REPEAT)
+    if getattr(a, "timeout", None) is not None:
+        with probs.check():
+            validate.seconds("--timeout", a.timeout)
+
+
+def cmd_run(a) -> int:
+    from harness import outdir, results, runner, scenario
+
+    probs = Problems()
+    _common(probs, a)
+    scs = []
+    with probs.check():
+        scs = scenario.load_all(a.scenarios)
+    _patches_apply(probs, a.kernel, [(s.kernel.patches, {p: f"{s.file}: kernel.patches"
+                                                         for p in s.kernel.patches}) for s in scs])
+    probs.raise_if_any()
+    out = Path(os.path.abspath(a.out or runner.default_out_dir()))
+    with outdir.staged(out) as stage:
+        opts = runner.RunOptions(kernel=a.kernel, out=stage, accel=a.accel, jobs=a.jobs,
+                                 echo=a.console, force_build=a.rebuild, vms=a.vms)
+        summary = runner.run(scs, opts)
+    summary.out_dir = out
     results.print_summary(summary)
     return summary.exit_code()
 
 
 def cmd_build(a) -> int:
-    from harness import build, config, source
+    from harness import build, config, patches, source
 
-    from harness import patches
-
+    probs = Problems()
+    _common(probs, a)
+    validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
+    pl = _patch_forms(probs, a.patch, "--patch")
+    _patches_apply(probs, a.kernel, [(pl, {})])
+    probs.raise_if_any()
     src = source.resolve(a.kernel)
-    pl = tuple(p.resolve() for p in a.patch)
-    for p in pl:
-        if not p.is_file():
-            raise InputError(f"--patch {p}: no such file", key="--patch")
     with build.machine_lock():
+        patches.check_applies(patches.tree_reader(src), pl, src.identity)
         ksrc = patches.materialize(src, pl) if pl else src
         cfg = config.merge(ksrc, _fragments(a.fragment))
         b = build.build(ksrc, cfg, patches.patch_hashes(pl), jobs=a.jobs, force=a.rebuild)
@@ -182,6 +249,14 @@ def cmd_build(a) -> int:
 def cmd_shell(a) -> int:
     from harness import accel, build, config, source, vm
 
+    probs = Problems()
+    _common(probs, a)
+    validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
+    with probs.check():
+        validate.whole("--cpus", a.cpus, 1, validate.MAX_CPUS)
+    with probs.check():
+        validate.memory("--memory", a.memory)
+    probs.raise_if_any()
     src = source.resolve(a.kernel)
     cfg = config.merge(src, _fragments(a.fragment))
     b = build.build(src, cfg, jobs=a.jobs)
@@ -214,27 +289,61 @@ def cmd_doctor(a) -> int:
     return EXIT_OK if all(c.ok for c in cs) else EXIT_INFRA
 
 
+def _check_repro(a, patch_sets) -> None:
+    """repro/verify: options, fragments, the reproducer (compiled: gcc is the form check),
+    patches; PATCH_SETS: [(option, paths)]."""
+    from harness import repro
+
+    probs = Problems()
+    _common(probs, a)
+    _numbers(probs, a)
+    validate.fragments(probs, a.config, Path.cwd(), "--config")
+    sets = []
+    for key, paths in patch_sets:
+        ps = _patch_forms(probs, paths, key)
+        sets.append((ps, {p: key for p in ps}))
+    with probs.check():
+        validate.reproducer(a.file)
+        repro.check_compiles(a.file)
+    _patches_apply(probs, a.kernel, sets)
+    probs.raise_if_any()
+
+
 def cmd_repro(a) -> int:
     from harness import repro
 
+    _check_repro(a, [("--patch", a.patch)])
     return repro.main(a)
 
 
 def cmd_verify(a) -> int:
     from harness import repro
 
+    if bool(a.fix) == bool(a.bug):
+        raise InputError("give either --fix PATCH (the tree has the bug) or --bug PATCH (the patch "
+                         "puts the bug back)", key="--fix/--bug")
+    _check_repro(a, [("--fix", a.fix), ("--bug", a.bug)])
     return repro.verify(a)
 
 
 def cmd_wall(a) -> int:
     from harness import wall
 
+    probs = Problems()
+    _common(probs, a)
+    _numbers(probs, a)
+    with probs.check():
+        wall.check(a)
+    probs.raise_if_any()
     return wall.main(a)
 
 
 def cmd_bench(a) -> int:
     from harness import bench
 
+    probs = Problems()
+    _common(probs, a)
+    probs.raise_if_any()
     return bench.main(a)
 
 
@@ -244,10 +353,18 @@ def cmd_parse(a) -> int:
 
     from harness import report, symbolize
 
-    if a.vmlinux is not None and not a.vmlinux.is_file():
-        raise InputError(f"--vmlinux {a.vmlinux}: no such file", key="--vmlinux")
+    probs = Problems()
+    with probs.check():
+        validate.input_file("log", a.log, "console log", "give the path of a saved console log")
+    if a.vmlinux is not None:
+        with probs.check():
+            validate.input_file("--vmlinux", a.vmlinux, "vmlinux",
+                                "give the vmlinux of the kernel that printed the log")
     if a.kernel_tree is not None and not a.kernel_tree.is_dir():
-        raise InputError(f"--kernel-tree {a.kernel_tree}: no such directory", key="--kernel-tree")
+        with probs.check():
+            raise InputError(f"--kernel-tree {a.kernel_tree}: no such directory", key="--kernel-tree",
+                             hint="give the source tree of that kernel, or leave the option out")
+    probs.raise_if_any()
     reports = report.merge(report.parse_file(a.log))
     if a.vmlinux is not None:
         sym = symbolize.Symbolizer.for_build(a.vmlinux, a.kernel_tree)
@@ -304,13 +421,52 @@ def main(argv: list[str] | None = None) -> int:
     procs.install_handlers()
     try:
         return COMMANDS[args.cmd](args)
-    except InputError as e:
-        print(f"wqh: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except WqhError as e:
+    except WqhError as e:  # InputError (3), InfraError (2): typed, one message
         print(f"wqh: error: {e}", file=sys.stderr)
         return e.exit_code
     except procs.Interrupted as e:
         procs.kill_all()
         print(f"wqh: interrupted by {e}; children stopped", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:
+        procs.kill_all()
+        print("wqh: interrupted; children stopped", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (wqh list | head): nothing more to say to it.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_INFRA
+    except OSError as e:
+        # The machine refused (disk full, permission, a path gone): infrastructure, not a bug.
+        procs.kill_all()
+        where = f": {e.filename}" if e.filename else ""
+        saved = save_traceback()
+        print(f"wqh: error: {e.strerror or e}{where} (details: {saved})", file=sys.stderr)
+        return EXIT_INFRA
+    except Exception as e:  # noqa: BLE001 - a bug of wqh: one line, the traceback saved
+        procs.kill_all()
+        saved = save_traceback()
+        print(f"wqh: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+              f" (traceback saved in {saved}; please report it)", file=sys.stderr)
+        return EXIT_INFRA
+
+
+def save_traceback() -> str:
+    """The current exception's traceback in a file (cache/crashes, else the temp dir): its path."""
+    import tempfile
+
+    from harness.paths import cache_dir
+
+    text = traceback.format_exc()
+    name = f"wqh-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for d in (cache_dir() / "crashes", Path(tempfile.gettempdir())):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / name).write_text(text)
+            return str(d / name)
+        except OSError:
+            continue
+    return "(nowhere: no writable directory)"

@@ -41,3 +41,62 @@ class InfraError(WqhError):
 
 class ConfigError(InfraError):
     """A fragment asked for options that olddefconfig dropped."""
+
+
+class InputErrors(InputError):
+    """Every input error of one validation phase, reported together. Exit 3."""
+
+    def __init__(self, errors: list[InputError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        WqhError.__init__(self, first.message, first.hint)
+        self.file, self.line, self.key = first.file, first.line, first.key
+
+    def __str__(self) -> str:
+        if len(self.errors) == 1:
+            return str(self.errors[0])
+        body = "\n".join(f"  {str(e)}".replace("\n", "\n  ") for e in self.errors)
+        return f"{len(self.errors)} input errors:\n{body}"
+
+
+class Problems:
+    """Collects input errors so one run reports them all, not the first only.
+
+        probs = Problems()
+        with probs.check():
+            something_that_may_raise_InputError()
+        probs.raise_if_any()
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[InputError] = []
+
+    def add(self, e: InputError) -> None:
+        if isinstance(e, InputErrors):
+            self.errors += e.errors
+        else:
+            self.errors.append(e)
+
+    def check(self):
+        return _Catch(self)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise InputErrors(self.errors)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+
+class _Catch:
+    def __init__(self, probs: Problems):
+        self.probs = probs
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if isinstance(exc, InputError):
+            self.probs.add(exc)
+            return True
+        return False

@@ -34,11 +34,14 @@ def _norm(value: str) -> str:
 
 def parse_fragment(path: Path) -> list[Option]:
     """Options requested by one fragment, with file and line for error messages."""
+    from harness import validate
+
+    hint = "check the fragment name; fragments live in kconfigs/"
     try:
-        text = path.read_text()
+        text = validate.read_text(path, "kconfig fragment", hint=hint)
     except OSError as e:
         raise InputError(f"cannot read kconfig fragment: {e.strerror}", file=str(path),
-                         hint="check the fragment name; fragments live in kconfigs/") from e
+                         hint=hint) from e
     opts: list[Option] = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -46,7 +49,12 @@ def parse_fragment(path: Path) -> list[Option]:
             continue
         m = _SET.match(line)
         if m:
-            opts.append(Option(m.group(1), _norm(m.group(2)), str(path), n))
+            value = m.group(2).strip()
+            if not validate.KCONFIG_VALUE.match(value):
+                raise InputError(f"CONFIG_{m.group(1)}={value}: not a kconfig value",
+                                 file=str(path), line=n, key=f"CONFIG_{m.group(1)}",
+                                 hint="use y, m, n, a number, 0x-hex or a \"quoted string\"")
+            opts.append(Option(m.group(1), _norm(value), str(path), n))
             continue
         m = _UNSET.match(line)
         if m:

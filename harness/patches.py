@@ -24,6 +24,9 @@ from harness.paths import cache_dir
 from harness.source import KernelSource
 
 _DIFF_TARGET = re.compile(r"^\+\+\+ (?:b/)?(\S+)")
+_DIFF_OLD = re.compile(r"^--- (?:a/)?(\S+)")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
+PATCH_HINT = "give a unified diff of the kernel tree (git format-patch or diff -u, applied -p1)"
 
 
 def patch_hashes(patches: tuple[Path, ...]) -> tuple[str, ...]:
@@ -38,6 +41,124 @@ def touched_files(patch: Path) -> list[str]:
         if m and m.group(1) != "/dev/null":
             out.append(m.group(1))
     return out
+
+
+def _all_files(patch: Path) -> list[str]:
+    """Every path a diff names, old and new sides (a deleted file needs its old text)."""
+    out = []
+    for line in patch.read_text(errors="replace").splitlines():
+        m = _DIFF_TARGET.match(line) or _DIFF_OLD.match(line)
+        if m and m.group(1) != "/dev/null" and m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def check_form(patch: Path, key: str = "--patch", file: str = "", line: int = 0) -> None:
+    """A unified diff of the tree: readable, with files and hunks, every path inside the tree."""
+    from harness import validate
+
+    validate.input_file(key, patch, "patch", PATCH_HINT, file=file, line=line)
+    data = patch.read_bytes()
+    if b"\0" in data:
+        raise InputError(f"patch {patch} is binary, not a diff", key=key, file=file, line=line,
+                         hint=PATCH_HINT)
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    targets = [(i, m.group(1)) for i, ln in enumerate(lines, 1) for m in [_DIFF_TARGET.match(ln)] if m]
+    if not targets or not any(_HUNK.match(ln) for ln in lines):
+        raise InputError(f"patch {patch} has no unified diff in it (no '+++ b/FILE' and '@@' "
+                         "hunk lines)", key=key, file=file, line=line, hint=PATCH_HINT)
+    for i, rel in targets:
+        parts = Path(rel).parts
+        if rel != "/dev/null" and (rel.startswith("/") or ".." in parts):
+            raise InputError(f"patch {patch}:{i} names {rel!r}, outside the kernel tree", key=key,
+                             file=file, line=line, hint=PATCH_HINT)
+
+
+def tree_reader(src: KernelSource):
+    """rel -> bytes of SRC's tree (None: no such file), for check_applies."""
+    def read(rel: str) -> bytes | None:
+        p = src.path / rel
+        return p.read_bytes() if p.is_file() else None
+    return read
+
+
+def check_applies(read, patches: tuple[Path, ...], what: str, keys: dict[Path, str] | None = None) -> None:
+    """Apply PATCHES in order to a scratch copy of the files they name, read with READ
+    (rel -> bytes | None) from the tree: an InputError naming the patch that does not apply.
+    Nothing is written anywhere but a temporary directory; no .rej or .orig is left."""
+    import tempfile
+
+    if not patches:
+        return
+    with tempfile.TemporaryDirectory(prefix="wqh-patch-check-") as d:
+        root = Path(d)
+        for p in patches:
+            for rel in _all_files(p):
+                dst = root / rel
+                if dst.exists():
+                    continue
+                data = read(rel)
+                if data is not None:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(data)
+        for p in patches:
+            r = _patch(root, p)
+            if r.returncode != 0:
+                key = (keys or {}).get(p, "--patch")
+                out = _patch_output(r)
+                raise InputError(f"does not apply to {what}:\n" + out[-1500:], key=key,
+                                 file=str(p), line=failed_line(p, out),
+                                 hint="regenerate the patch against this tree (diff -p1), "
+                                      "or check the order of the patches")
+
+
+_FAILED = re.compile(r"^Hunk #(\d+) FAILED")
+_PATCHING = re.compile(r"^(?:patching|checking) file '?([^'\n]+?)'?$")
+
+
+def failed_line(patch: Path, output: str) -> int:
+    """The line of PATCH where what patch(1) refused starts: the failed hunk's '@@' line, or
+    the file's '+++' header (a missing file, a patch already applied)."""
+    current, hunk = None, None
+    for ln in output.splitlines():
+        m = _PATCHING.match(ln)
+        if m:
+            current = m.group(1)
+            continue
+        m = _FAILED.match(ln)
+        if m:
+            hunk = int(m.group(1))
+            break
+        if "can't find file" in ln or "Reversed" in ln or "FAILED" in ln:
+            break
+    lines = patch.read_text(errors="replace").splitlines()
+    header, seen = 0, 0
+    for i, ln in enumerate(lines, 1):
+        m = _DIFF_TARGET.match(ln)
+        if m:
+            if header and current is not None:
+                break  # past the file's hunks
+            if current is None or m.group(1) == current:
+                header = i
+            continue
+        if header and hunk and _HUNK.match(ln):
+            seen += 1
+            if seen == hunk:
+                return i
+    return header or 1
+
+
+def _patch(root: Path, p: Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
+                               "--reject-file=-", "-d", str(root), "-i", str(p)],
+                              capture_output=True, text=True, errors="replace")
+    except OSError as e:
+        raise InfraError(f"cannot run patch: {e.strerror}", hint="apt-get install patch") from e
+
+
+def _patch_output(r: subprocess.CompletedProcess) -> str:
+    return (r.stdout + r.stderr).strip()
 
 
 def variant_root(base: KernelSource) -> Path:
@@ -115,13 +236,12 @@ def materialize(base: KernelSource, patches: tuple[Path, ...]) -> KernelSource:
             touched += files
             for rel in files:  # a private inode before patch sees the file
                 _restore(base.path, slot, rel)
-            r = subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
-                                "-d", str(slot), "-i", str(p)], capture_output=True, text=True)
+            r = _patch(slot, p)
             if r.returncode != 0:
                 for rel in touched:
                     _restore(base.path, slot, rel)
                 raise InputError(f"patch {p} does not apply to {base.identity}:\n"
-                                 + (r.stdout + r.stderr).strip()[-1500:],
+                                 + _patch_output(r)[-1500:], key="--patch",
                                  hint="regenerate the patch against this tree (diff -p1)")
         state = {"base": base.identity, "patches": list(hashes), "touched": sorted(set(touched))}
         state_file.write_text(json.dumps(state, indent=1) + "\n")

@@ -12,6 +12,7 @@ not reproduced.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import report, runner
-from harness.errors import InputError
+from harness.errors import InfraError, InputError
 from harness.paths import SCENARIOS
 from harness.scenario import KernelSpec, Scenario, TestRef, Timeouts, VMShape
 
@@ -69,18 +70,31 @@ class Run:
     reports: list[tuple[str, str]] = field(default_factory=list)
 
 
+_GCC_LOC = re.compile(r"^[^:\n]+:(\d+):(?:\d+:)? (?:fatal )?error:", re.M)
+
+
 def compile_c(src: Path, binary: Path) -> Path:
-    if not src.is_file():
-        raise InputError(f"{src}: no such file", hint="give the path of a C reproducer")
+    from harness import validate
+
+    validate.reproducer(src)
     cc = shutil.which("gcc")
     if cc is None:
-        raise InputError("gcc is not installed", hint="apt-get install gcc libc6-dev")
-    r = subprocess.run([cc, *CFLAGS, "-o", str(binary), str(src)], capture_output=True, text=True)
+        raise InfraError("gcc is not installed", hint="apt-get install gcc libc6-dev")
+    r = subprocess.run([cc, *CFLAGS, "-x", "c", "-o", str(binary), str(src)], capture_output=True,
+                       text=True, errors="replace")
     if r.returncode != 0:
         errs = "\n".join(r.stderr.strip().splitlines()[:15])
+        m = _GCC_LOC.search(r.stderr)
         raise InputError(f"does not compile (gcc {' '.join(CFLAGS)}):\n{errs}", file=str(src),
+                         line=int(m.group(1)) if m else 1, key="file",
                          hint="fix the reproducer; it must build as a static binary")
     return binary
+
+
+def check_compiles(src: Path) -> None:
+    """The validation phase's check of a reproducer: it compiles (into a scratch directory)."""
+    with tempfile.TemporaryDirectory(prefix="wqh-repro-check-") as d:
+        compile_c(Path(src), Path(d) / "repro")
 
 
 def scenario_for(case: Path, repeat: int, timeout: float, fragments: tuple[str, ...],
@@ -131,10 +145,10 @@ def outcome_json(o: Outcome) -> dict:
 
 
 def _check(a) -> None:
-    if a.repeat < 1:
-        raise InputError(f"--repeat {a.repeat}: must be at least 1", key="--repeat")
-    if a.timeout <= 0:
-        raise InputError(f"--timeout {a.timeout}: must be > 0 seconds", key="--timeout")
+    from harness import validate
+
+    validate.whole("--repeat", a.repeat, 1, validate.MAX_REPEAT)
+    validate.seconds("--timeout", a.timeout)
 
 
 def _patch_list(paths, key: str) -> tuple[Path, ...]:
@@ -191,21 +205,24 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
     return Outcome(k, a.repeat, titles, infra, runs)
 
 
-def _binary(a, d: str) -> tuple[Path, Path]:
-    """Compile first (bad input leaves no output directory), then make the output directory."""
+def _binary(a, d: str, out: Path) -> Path:
+    """Compile into D, then move the binary into OUT (the run's staging directory)."""
     built = compile_c(a.file.resolve(), Path(d) / "repro")
-    out: Path = (a.out or runner.default_out_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.move(str(built), out / "repro")), out
+    return Path(shutil.move(str(built), out / "repro"))
 
 
 def main(a) -> int:
+    from harness import outdir
+
     _check(a)
     patches = _patch_list(a.patch, "--patch")
-    with tempfile.TemporaryDirectory() as d:
-        binary, out = _binary(a, d)
-    o = execute(binary, out, a, patches)
-    print(f"artifacts: {out}")
+    final = Path(os.path.abspath(a.out or runner.default_out_dir()))
+    with outdir.staged(final) as out:
+        with tempfile.TemporaryDirectory() as d:
+            binary = _binary(a, d, out)
+        o = execute(binary, out, a, patches)
+    print(f"artifacts: {final}")
     return 2 if o.infra else 0
 
 
@@ -237,16 +254,25 @@ def verify(a) -> int:
                          "puts the bug back)", key="--fix/--bug")
     fix = _patch_list(a.fix, "--fix")
     bug = _patch_list(a.bug, "--bug")
-    with tempfile.TemporaryDirectory() as d:
-        binary, out = _binary(a, d)
-    base = execute(binary, out / "base", a, bug, label="base:  ")
-    fixed = execute(binary, out / "fixed", a, fix, label="fixed: ")
-    text, proved = statement(base, fixed)
-    print(text)
-    (out / "verify.json").write_text(json.dumps({
-        "base": outcome_json(base), "fixed": outcome_json(fixed), "statement": text, "proved": proved},
-        indent=1) + "\n")
-    print(f"artifacts: {out}")
+    from harness import outdir, patches, source
+
+    # Both trees' patches must apply before the base tree runs (the source may only now be
+    # unpacked: the validation phase checked them where the tree was at hand).
+    src = source.resolve(a.kernel)
+    for key, ps in (("--fix", fix), ("--bug", bug)):
+        patches.check_applies(patches.tree_reader(src), ps, src.identity, {p: key for p in ps})
+    final = Path(os.path.abspath(a.out or runner.default_out_dir()))
+    with outdir.staged(final) as out:
+        with tempfile.TemporaryDirectory() as d:
+            binary = _binary(a, d, out)
+        base = execute(binary, out / "base", a, bug, label="base:  ")
+        fixed = execute(binary, out / "fixed", a, fix, label="fixed: ")
+        text, proved = statement(base, fixed)
+        print(text)
+        (out / "verify.json").write_text(json.dumps({
+            "base": outcome_json(base), "fixed": outcome_json(fixed), "statement": text,
+            "proved": proved}, indent=1) + "\n")
+    print(f"artifacts: {final}")
     if base.infra or fixed.infra:
         return 2
     return 0 if proved else 1

@@ -329,9 +329,13 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     src = source.resolve(opts.kernel)
     acc: accel_mod.Accel | None = None
     jobs: list[VMJob] = []
+    groups = group_kernels(scenarios)
+    # Every group's patches apply to this tree, or nothing starts (an input error, exit 3).
+    for g in groups:
+        patches.check_applies(patches.tree_reader(src), g.patches, src.identity)
     # Kernels first, one build at a time (a build owns the CPUs), then the VMs: the warm
     # case builds nothing and goes straight to the boots.
-    for g in group_kernels(scenarios):
+    for g in groups:
         kernel_id = src.identity
         try:
             t = time.monotonic()

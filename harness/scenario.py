@@ -7,17 +7,18 @@ file:line and the key at fault. Nothing runs before every file is valid.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from harness.errors import InputError
+from harness.errors import InputError, Problems
 from harness.paths import REPO
 
 OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout")
-_MEM = re.compile(r"^\d+[MG]$")
+_FLOAT12 = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$")
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -101,8 +102,15 @@ class _Ctx:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {_kind(node)}")
         value = yaml.safe_load(yaml.serialize(node))
+        if typ is float and isinstance(value, str) and node.style is None and _FLOAT12.match(value):
+            value = float(value)  # YAML 1.2 reads 1e3 as a number; PyYAML (1.1) as a string
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if typ is float and isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(node, key, f"expected a finite number, got {node.value!r}",
+                            hint="give a number of seconds, e.g. 60")
+        if typ is str and isinstance(value, str) and ("\0" in value):
+            raise self.fail(node, key, "the string has a NUL character")
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__} "
                                        f"{node.value!r}")
@@ -128,9 +136,12 @@ def _resolve_test_file(rel: str, scen_dir: Path) -> Path | None:
 
 
 def _test_names(path: Path) -> set[str]:
+    from harness import validate
+
+    text = validate.read_text(path, "test file", hint="guest tests are UTF-8 Python files")
     try:
-        tree = ast.parse(path.read_text(), str(path))
-    except SyntaxError:
+        tree = ast.parse(text, str(path))
+    except (SyntaxError, ValueError):
         return set()  # pytest will report it as a collection error in the guest
     names = set()
     for n in tree.body:
@@ -159,14 +170,25 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
             raise ctx.fail(m["title"][1], f"{key}.title", "a title only goes with 'expect: crash'",
                            hint="add 'expect: crash' or remove the title")
     test_id = ctx.scalar(id_node, key, str)
-    rel, _, name = test_id.partition("::")
+    rel, sep, name = test_id.partition("::")
+    node_hint = "a pytest node id: guest-tests/test_x.py or guest-tests/test_x.py::test_name"
+    if not rel.strip() or rel != rel.strip() or any(c in test_id for c in "\n\r\t"):
+        raise ctx.fail(id_node, key, f"{test_id!r} is not a test file path", hint=node_hint)
+    if not rel.endswith(".py"):
+        raise ctx.fail(id_node, key, f"{rel!r} is not a Python test file (.py)", hint=node_hint)
+    if sep and (not name or any(not part or part != part.strip() for part in name.split("::"))):
+        raise ctx.fail(id_node, key, f"{test_id!r} has an empty or blank test name after '::'",
+                       hint=node_hint)
     path = _resolve_test_file(rel, ctx.file.parent)
     if path is None:
         raise ctx.fail(id_node, key, f"test file {rel!r} does not exist",
                        hint=f"paths are relative to {ctx.file.parent} or to {REPO}")
     if name:
         top = name.split("::")[0].split("[")[0]
-        names = _test_names(path)
+        try:
+            names = _test_names(path)
+        except InputError as e:
+            raise ctx.fail(id_node, key, e.message, e.hint) from None
         if names and top not in names:
             raise ctx.fail(id_node, key, f"{rel} has no test {top!r}",
                            hint=f"tests there: {', '.join(sorted(n for n in names if n.startswith(('test', 'Test'))))}")
@@ -178,9 +200,12 @@ _TOP = {"name": "", "description": "", "kernel": "", "vm": "", "timeouts": "",
 
 
 def load(file: Path) -> Scenario:
+    """One scenario, validated; every error of the file reported together (InputErrors)."""
+    from harness import validate
+
     file = Path(file)
     try:
-        text = file.read_text()
+        text = validate.read_text(file, "scenario", hint="pass a path to a scenarios/*.yaml file")
     except OSError as e:
         raise InputError(f"cannot read scenario: {e.strerror}", file=str(file),
                          hint="pass a path to a scenarios/*.yaml file") from e
@@ -192,80 +217,117 @@ def load(file: Path) -> Scenario:
         problem = getattr(e, "problem", None) or str(e)
         raise InputError(f"invalid YAML: {problem}", file=str(file), line=line,
                          hint="fix the YAML syntax (indentation, quotes, colons)") from e
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply", file=str(file), line=1,
+                         hint="a scenario is a flat mapping") from None
     ctx = _Ctx(file)
     if root is None:
         raise InputError("empty scenario", file=str(file), line=1,
                          hint="a scenario needs at least 'tests:'")
     top = ctx.mapping(root, "", _TOP)
     sc = Scenario(name=file.stem, file=file.resolve())
-    if "name" in top:
-        sc.name = ctx.scalar(top["name"][1], "name", str)
-    if "description" in top:
-        sc.description = ctx.scalar(top["description"][1], "description", str)
-    if "kernel" in top:
-        k = ctx.mapping(top["kernel"][1], "kernel", {"fragments": "", "patches": ""})
-        frags: tuple[str, ...] = ()
-        patches: tuple[Path, ...] = ()
-        if "fragments" in k:
-            frags = tuple(ctx.scalar(n, "kernel.fragments", str)
-                          for n in ctx.seq(k["fragments"][1], "kernel.fragments"))
-            from harness.config import resolve_fragment  # late: config imports build deps
-
-            for n, name in zip(k["fragments"][1].value, frags):
+    probs = Problems()
+    with probs.check():
+        if "name" in top:
+            sc.name = ctx.scalar(top["name"][1], "name", str)
+            if not sc.name.strip() or any(not c.isprintable() for c in sc.name) or "/" in sc.name:
+                raise ctx.fail(top["name"][1], "name", f"bad scenario name {sc.name!r}",
+                               hint="a short printable name without '/', e.g. smoke")
+    with probs.check():
+        if "description" in top:
+            sc.description = ctx.scalar(top["description"][1], "description", str)
+    with probs.check():
+        if "kernel" in top:
+            sc.kernel = _kernel(ctx, probs, top["kernel"][1], file)
+    with probs.check():
+        if "vm" in top:
+            v = ctx.mapping(top["vm"][1], "vm", {"cpus": "", "memory": ""})
+            cpus, mem = 2, "1G"
+            if "cpus" in v:
+                cpus = ctx.scalar(v["cpus"][1], "vm.cpus", int)
+                if not 1 <= cpus <= validate.MAX_CPUS:
+                    raise ctx.fail(v["cpus"][1], "vm.cpus",
+                                   f"cpus must be 1..{validate.MAX_CPUS}, got {cpus}")
+            if "memory" in v:
+                mem = str(ctx.scalar(v["memory"][1], "vm.memory", str))
                 try:
-                    resolve_fragment(name, file.parent)
+                    validate.memory("vm.memory", mem)
                 except InputError as e:
-                    raise ctx.fail(n, "kernel.fragments", e.message, e.hint) from None
-        if "patches" in k:
-            plist = []
-            for n in ctx.seq(k["patches"][1], "kernel.patches"):
-                p = (file.parent / ctx.scalar(n, "kernel.patches", str)).resolve()
-                if not p.is_file():
-                    raise ctx.fail(n, "kernel.patches", f"patch {p} does not exist")
-                plist.append(p)
-            patches = tuple(plist)
-        sc.kernel = KernelSpec(frags, patches)
-    if "vm" in top:
-        v = ctx.mapping(top["vm"][1], "vm", {"cpus": "", "memory": ""})
-        cpus, mem = 2, "1G"
-        if "cpus" in v:
-            cpus = ctx.scalar(v["cpus"][1], "vm.cpus", int)
-            if not 1 <= cpus <= 64:
-                raise ctx.fail(v["cpus"][1], "vm.cpus", f"cpus must be 1..64, got {cpus}")
-        if "memory" in v:
-            mem = str(ctx.scalar(v["memory"][1], "vm.memory", str))
-            if not _MEM.match(mem):
-                raise ctx.fail(v["memory"][1], "vm.memory", f"bad memory size {mem!r}",
-                               hint="write it as e.g. 512M or 2G")
-        sc.vm = VMShape(cpus, mem)
-    if "timeouts" in top:
-        t = ctx.mapping(top["timeouts"][1], "timeouts", {"no_output": "", "total": ""})
-        vals = {}
-        for name in ("no_output", "total"):
-            if name in t:
-                val = ctx.scalar(t[name][1], f"timeouts.{name}", float)
-                if val <= 0:
-                    raise ctx.fail(t[name][1], f"timeouts.{name}", "must be > 0 seconds")
-                vals[name] = val
-        sc.timeouts = Timeouts(**vals)
+                    raise ctx.fail(v["memory"][1], "vm.memory", e.message, e.hint) from None
+            sc.vm = VMShape(cpus, mem)
+    with probs.check():
+        if "timeouts" in top:
+            t = ctx.mapping(top["timeouts"][1], "timeouts", {"no_output": "", "total": ""})
+            vals = {}
+            for name in ("no_output", "total"):
+                if name in t:
+                    val = ctx.scalar(t[name][1], f"timeouts.{name}", float)
+                    if val <= 0:
+                        raise ctx.fail(t[name][1], f"timeouts.{name}", "must be > 0 seconds")
+                    try:
+                        vals[name] = validate.seconds(f"timeouts.{name}", val)
+                    except InputError as e:
+                        raise ctx.fail(t[name][1], f"timeouts.{name}", e.message, e.hint) from None
+            sc.timeouts = Timeouts(**vals)
     default_expect = "pass"
-    if "expect" in top:
-        default_expect = ctx.scalar(top["expect"][1], "expect", str)
-        if default_expect not in OUTCOMES:
-            raise ctx.fail(top["expect"][1], "expect", f"unknown outcome {default_expect!r}",
-                           hint=f"one of: {', '.join(OUTCOMES)}")
-    if "leak" in top:
-        sc.leak = ctx.scalar(top["leak"][1], "leak", str)
-        if not sc.leak.startswith("memory leak in "):
-            raise ctx.fail(top["leak"][1], "leak", f"not a kmemleak title: {sc.leak!r}",
-                           hint="write the expected title, e.g. 'memory leak in watch_queue_set_size'")
-    if "tests" not in top:
-        raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)")
-    nodes = ctx.seq(top["tests"][1], "tests")
-    if not nodes:
-        raise ctx.fail(top["tests"][1], "tests", "the list of tests is empty")
-    sc.tests = [_test_ref(ctx, n, f"tests[{i}]", default_expect) for i, n in enumerate(nodes)]
+    with probs.check():
+        if "expect" in top:
+            default_expect = ctx.scalar(top["expect"][1], "expect", str)
+            if default_expect not in OUTCOMES:
+                bad, default_expect = default_expect, "pass"
+                raise ctx.fail(top["expect"][1], "expect", f"unknown outcome {bad!r}",
+                               hint=f"one of: {', '.join(OUTCOMES)}")
+    with probs.check():
+        if "leak" in top:
+            sc.leak = ctx.scalar(top["leak"][1], "leak", str)
+            if not sc.leak.startswith("memory leak in ") or not sc.leak[15:].strip():
+                raise ctx.fail(top["leak"][1], "leak", f"not a kmemleak title: {sc.leak!r}",
+                               hint="write the expected title, e.g. 'memory leak in watch_queue_set_size'")
+    with probs.check():
+        if "tests" not in top:
+            raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)")
+        nodes = ctx.seq(top["tests"][1], "tests")
+        if not nodes:
+            raise ctx.fail(top["tests"][1], "tests", "the list of tests is empty")
+        for i, n in enumerate(nodes):
+            with probs.check():
+                sc.tests.append(_test_ref(ctx, n, f"tests[{i}]", default_expect))
+    probs.raise_if_any()
     return sc
+
+
+def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSpec:
+    from harness import patches as patches_mod
+    from harness import validate
+
+    k = ctx.mapping(node, "kernel", {"fragments": "", "patches": ""})
+    frags: tuple[str, ...] = ()
+    plist: list[Path] = []
+    if "fragments" in k:
+        frags = tuple(ctx.scalar(n, "kernel.fragments", str)
+                      for n in ctx.seq(k["fragments"][1], "kernel.fragments"))
+        for n, name in zip(k["fragments"][1].value, frags):
+            with probs.check():
+                try:
+                    validate.fragment(name, file.parent)
+                except InputError as e:
+                    if e.file and e.line:  # an error inside the fragment: its own file:line
+                        raise ctx.fail(n, "kernel.fragments", str(e)) from None
+                    raise ctx.fail(n, "kernel.fragments", e.message, e.hint) from None
+    if "patches" in k:
+        for n in ctx.seq(k["patches"][1], "kernel.patches"):
+            with probs.check():
+                rel = ctx.scalar(n, "kernel.patches", str)
+                p = (file.parent / rel).resolve() if rel.strip() else file.parent / rel
+                if not p.is_file() and not p.exists():
+                    raise ctx.fail(n, "kernel.patches", f"patch {p} does not exist",
+                                   hint=f"paths are relative to {file.parent}")
+                try:
+                    patches_mod.check_form(p, "kernel.patches")
+                except InputError as e:
+                    raise ctx.fail(n, "kernel.patches", e.message, e.hint) from None
+                plist.append(p)
+    return KernelSpec(frags, tuple(plist))
 
 
 def discover(paths: list[str]) -> list[Path]:
@@ -275,19 +337,40 @@ def discover(paths: list[str]) -> list[Path]:
     if not paths:
         return sorted(SCENARIOS.glob("*.yaml"))
     out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(p.glob("*.yaml"))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(f"scenario {p} does not exist",
-                             hint="pass a YAML file or a directory of them (see 'wqh list')")
+    probs = Problems()
+    for arg in paths:
+        with probs.check():
+            if not arg.strip() or "\0" in arg:
+                raise InputError(f"{arg!r} is not a path", key="scenarios",
+                                 hint="pass a YAML file or a directory of them (see 'wqh list')")
+            p = Path(arg)
+            if p.is_dir():
+                found = sorted(f for f in p.glob("*.yaml") if f.is_file())
+                if not found:
+                    yml = sorted(p.glob("*.yml"))
+                    why = (f"only {', '.join(f.name for f in yml[:3])} (.yml)" if yml
+                           else "no *.yaml file")
+                    raise InputError(f"scenario directory {p} has {why}: nothing to run",
+                                     key="scenarios",
+                                     hint="name scenario files *.yaml, or pass the files themselves")
+                out += found
+            elif p.exists() or p.is_symlink():
+                out.append(p)
+            else:
+                raise InputError(f"scenario {p} does not exist", key="scenarios",
+                                 hint="pass a YAML file or a directory of them (see 'wqh list')")
+    probs.raise_if_any()
     return out
 
 
 def load_all(paths: list[str]) -> list[Scenario]:
-    scs = [load(p) for p in discover(paths)]
+    """Every scenario of PATHS, validated; the errors of all files reported together."""
+    probs = Problems()
+    scs = []
+    for p in discover(paths):
+        with probs.check():
+            scs.append(load(p))
+    probs.raise_if_any()
     seen: dict[str, Path] = {}
     for s in scs:
         if s.name in seen:

@@ -6,7 +6,9 @@ in a private clone under the cache, the Debian tarball is unpacked once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -71,7 +73,8 @@ def debian_tarball() -> Path | None:
     return None
 
 
-def default_source() -> KernelSource:
+def _debian_layout() -> tuple[Path, Path, Path, str]:
+    """(tarball, tree, stamp, identity) of the Debian default source; InfraError without it."""
     tarball = debian_tarball()
     if tarball is None:
         raise InfraError(f"no kernel source: {DEBIAN_TARBALLS[0]} is missing",
@@ -83,41 +86,149 @@ def default_source() -> KernelSource:
     srcdir = cache_dir() / "src"
     tree = srcdir / tarball.name.split(".tar")[0]
     stamp = srcdir / f"{tree.name}.wqh-unpacked"
-    if not (stamp.exists() and stamp.read_text().strip() == identity and tree.is_dir()):
-        # Unpack beside, then rename: an interrupted unpack is never used.
-        tmp = srcdir / f".partial-{tree.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        stamp.unlink(missing_ok=True)
-        shutil.rmtree(tree, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        print(f"wqh: unpacking {tarball} into {tree} (once)", flush=True)
+    return tarball, tree, stamp, identity
+
+
+def _unpacked(tree: Path, stamp: Path, identity: str) -> bool:
+    try:
+        return stamp.read_text().strip() == identity and tree.is_dir()
+    except OSError:
+        return False
+
+
+def file_reader(spec: str | None):
+    """rel path -> the tree's bytes of it (None: no such file), without unpacking or cloning
+    anything; None when the tree is not at hand (the Debian source not unpacked yet)."""
+    def from_dir(root: Path):
+        def read(rel: str) -> bytes | None:
+            p = root / rel
+            return p.read_bytes() if p.is_file() else None
+        return read
+
+    if not spec:
+        try:
+            _, tree, stamp, identity = _debian_layout()
+        except InfraError:
+            return None
+        return from_dir(tree) if _unpacked(tree, stamp, identity) else None
+    path_s, ref = spec, None
+    if "@" in spec:
+        path_s, _, ref = spec.rpartition("@")
+    path = Path(path_s).expanduser().resolve()
+    if not ref:
+        return from_dir(path)
+    sha = rev_parse(path, ref)
+    return lambda rel: git_show(path, sha, rel)
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unpack(tarball: Path, tree: Path, stamp: Path, identity: str) -> None:
+    srcdir = tree.parent
+    for old in srcdir.glob(f".partial-{tree.name}*"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = srcdir / f".partial-{tree.name}-{os.getpid()}"
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    print(f"wqh: unpacking {tarball} into {tree} (once)", flush=True)
+    try:
         rc = procs.run(["tar", "-xf", str(tarball), "-C", str(tmp)])
         inner = tmp / tree.name
         if rc != 0 or not inner.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
             raise InfraError(f"could not unpack {tarball} (tar exit {rc})",
                              hint=f"check free space in {cache_dir()}")
         inner.rename(tree)
-        shutil.rmtree(tmp, ignore_errors=True)
         stamp.write_text(identity + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_source() -> KernelSource:
+    tarball, tree, stamp, identity = _debian_layout()
+    srcdir = tree.parent
+    if not _unpacked(tree, stamp, identity):
+        srcdir.mkdir(parents=True, exist_ok=True)
+        # One unpack at a time (two runs on one cache wait for each other, the second then
+        # finds the tree); unpack beside, then rename: an interrupted unpack is never used,
+        # and the next run removes what it left.
+        with (srcdir / ".unpack.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _unpacked(tree, stamp, identity):
+                _unpack(tarball, tree, stamp, identity)
     return KernelSource(tree, identity, "debian", immutable=True)
 
 
 def _git(path: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
+    try:
+        out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
+                             errors="replace")
+    except OSError as e:
+        raise InfraError(f"cannot run git: {e.strerror}", hint="apt-get install git") from e
     if out.returncode != 0:
         raise InputError(f"git {' '.join(args)} in {path} failed: {out.stderr.strip()}",
+                         key="--kernel",
                          hint="check that the path is a git repository and the ref exists")
     return out.stdout.strip()
 
 
+def rev_parse(repo: Path, ref: str) -> str:
+    """The commit REF names in REPO (an InputError if REPO is no repository or REF no commit)."""
+    if _git_dir(repo) is None:
+        raise InputError(f"{repo} is not a git repository, so @REF cannot be checked out",
+                         key="--kernel", hint="drop @REF to build the tree as it is, or give "
+                                              "the top of a git clone of Linux")
+    r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                        "--end-of-options", f"{ref}^{{commit}}"],
+                       capture_output=True, text=True, errors="replace")
+    if r.returncode != 0 or not r.stdout.strip():
+        raise InputError(f"{ref!r} is not a commit of {repo}", key="--kernel",
+                         hint="give a branch, tag or commit that 'git -C PATH log REF' shows")
+    return r.stdout.strip()
+
+
+def _git_dir(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"],
+                             capture_output=True, text=True, errors="replace")
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_has(repo: Path, sha: str, name: str) -> bool:
+    """Whether commit SHA of REPO has the top-level entry NAME."""
+    r = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{sha}:{name}"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def git_show(repo: Path, sha: str, rel: str) -> bytes | None:
+    """A file of commit SHA, or None where it has none."""
+    r = subprocess.run(["git", "-C", str(repo), "show", f"{sha}:{rel}"], capture_output=True)
+    return r.stdout if r.returncode == 0 else None
+
+
 def git_source(repo: Path, ref: str) -> KernelSource:
-    sha = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    sha = rev_parse(repo, ref)
     root = cache_dir() / "src" / f"git-{sha[:16]}"
     done = root / ".wqh-checkout"
     if not done.exists():
-        tmp = root.with_name(root.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        for old in root.parent.glob(root.name + ".partial*"):  # left by an interrupted run
+            if not _pid_alive(old.name.rpartition("-")[2]):
+                shutil.rmtree(old, ignore_errors=True)
+        tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
         # --shared borrows objects read-only; nothing is written to the user's repository.
         for cmd in (["git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(tmp)],
                     ["git", "-C", str(tmp), "checkout", "-q", "--detach", sha]):
@@ -125,7 +236,12 @@ def git_source(repo: Path, ref: str) -> KernelSource:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise InfraError(f"private checkout of {repo}@{ref} failed: {' '.join(cmd)}")
         (tmp / ".wqh-checkout").write_text(sha + "\n")
-        tmp.rename(root)
+        try:
+            tmp.rename(root)
+        except OSError:  # another run finished the same checkout first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not done.exists():
+                raise
     return KernelSource(root, f"git:{sha}", "git", immutable=True)
 
 

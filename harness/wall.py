@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import patches as patches_mod
 from harness import repro, results, runner, scenario
 from harness.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, InputError
 from harness.paths import SCENARIOS
@@ -46,6 +48,7 @@ class Bug:
     config: tuple[str, ...] = repro.DEFAULT_FRAGMENTS
     why: str = ""
     line: int = 0
+    scenario_lines: list[int] = field(default_factory=list)
     # filled in by a run
     fixed_result: str = "not run"
     reintroduced_result: str = "not run"
@@ -54,14 +57,21 @@ class Bug:
 
 def load_index(file: Path = INDEX) -> list[Bug]:
     """The index, validated: each error names file:line and the key."""
+    from harness import validate
+
+    hint = "give --index a bugs.yaml like scenarios/regressions/wall/bugs.yaml"
     try:
-        root = yaml.compose(file.read_text())
+        root = yaml.compose(validate.read_text(file, "wall index", key="--index", hint=hint))
     except OSError as e:
-        raise InputError(f"cannot read the wall index: {e.strerror}", file=str(file)) from e
+        raise InputError(f"cannot read the wall index: {e.strerror}", file=str(file),
+                         key="--index", hint=hint) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(file),
-                         line=mark.line + 1 if mark else 0) from e
+                         line=mark.line + 1 if mark else 0,
+                         hint="fix the YAML syntax (indentation, quotes, colons)") from e
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply", file=str(file), line=1) from None
     ctx = scenario._Ctx(file)
     if root is None:
         raise InputError("empty wall index", file=str(file), line=1, hint="it needs 'bugs:'")
@@ -98,10 +108,21 @@ def load_index(file: Path = INDEX) -> list[Bug]:
         if "config" in m:
             b.config = tuple(ctx.scalar(n, f"{key}.config", str)
                              for n in ctx.seq(m["config"][1], f"{key}.config"))
+        if "config" in m:
+            for n, name in zip(m["config"][1].value, b.config):
+                try:
+                    validate.fragment(name, file.parent, f"{key}.config")
+                except InputError as e:
+                    raise ctx.fail(n, f"{key}.config", str(e) if e.line else e.message,
+                                   e.hint) from None
         if "patch" in m:
             b.patch = (file.parent / ctx.scalar(m["patch"][1], f"{key}.patch", str)).resolve()
             if not b.patch.is_file():
                 raise ctx.fail(m["patch"][1], f"{key}.patch", f"patch {b.patch} does not exist")
+            try:
+                patches_mod.check_form(b.patch, f"{key}.patch")
+            except InputError as e:
+                raise ctx.fail(m["patch"][1], f"{key}.patch", e.message, e.hint) from None
         need = {"deterministic": ("scenarios", "expected", "reproducer"),
                 "racy": ("reproducer", "patch", "expected"), "not reproduced": ("why",)}[b.kind]
         for name in need:
@@ -111,7 +132,17 @@ def load_index(file: Path = INDEX) -> list[Bug]:
             rp = (file.parent / b.reproducer).resolve()
             if not rp.is_file():
                 raise ctx.fail(m["reproducer"][1], f"{key}.reproducer", f"{rp} does not exist")
+            try:
+                validate.reproducer(rp, f"{key}.reproducer")
+            except InputError as e:
+                raise ctx.fail(m["reproducer"][1], f"{key}.reproducer", e.message, e.hint) from None
             b.reproducer = str(rp)
+        if b.kind == "deterministic":
+            b.scenario_lines = [n.start_mark.line + 1 for n in m["scenarios"][1].value] \
+                if isinstance(m["scenarios"][1], yaml.SequenceNode) else []
+        if b.fix in {x.fix for x in out}:
+            raise ctx.fail(m["fix"][1], f"{key}.fix", f"fix {b.fix!r} is listed twice",
+                           hint="one entry per fix")
         out.append(b)
     return out
 
@@ -163,18 +194,49 @@ def describe_fixed(rs: list[results.TestResult]) -> tuple[str, bool]:
     return f"pass ({n} tests), no report" + (", no leak" if leak else ""), True
 
 
-def run_deterministic(bugs: list[Bug], a) -> results.RunSummary | None:
+def chosen_scenarios(bugs: list[Bug], index: Path) -> list[scenario.Scenario]:
+    """The scenarios the deterministic bugs name, loaded and validated; each unknown name an
+    error at its line of INDEX."""
+    from harness.errors import Problems
+
+    if not any(b.kind == "deterministic" for b in bugs):
+        return []
     by_name = {s.name: s for s in scenario.load_all([str(SCENARIOS / "regressions")])}
     chosen: list[scenario.Scenario] = []
-    for b in bugs:
+    probs = Problems()
+    for i, b in enumerate(bugs):
         if b.kind != "deterministic":
             continue
-        for name in b.scenarios:
+        for j, name in enumerate(b.scenarios):
             if name not in by_name:
-                raise InputError(f"bug {b.fix}: no scenario named {name!r} in "
-                                 f"{SCENARIOS / 'regressions'}", file=str(INDEX), line=b.line,
-                                 key="scenarios")
+                line = b.scenario_lines[j] if j < len(b.scenario_lines) else b.line
+                probs.add(InputError(f"bug {b.fix}: no scenario named {name!r} in "
+                                     f"{SCENARIOS / 'regressions'}", file=str(index), line=line,
+                                     key="scenarios",
+                                     hint="use the 'name' of a scenario there (wqh list "
+                                          "scenarios/regressions)"))
+                continue
             chosen.append(by_name[name])
+    probs.raise_if_any()
+    return chosen
+
+
+def check(a) -> list[Bug]:
+    """The validation phase of `wqh wall`: the index, --only, the scenarios it names."""
+    index = a.index or INDEX
+    bugs = load_index(index)
+    if a.only:
+        unknown = sorted(set(a.only) - {b.fix for b in bugs})
+        if unknown:
+            raise InputError(f"--only {', '.join(unknown)}: no such fix in {index}",
+                             key="--only", hint="use the 'fix' ids of the index (wqh wall --help)")
+        bugs = [b for b in bugs if b.fix in a.only]
+    chosen_scenarios(bugs, index)
+    return bugs
+
+
+def run_deterministic(bugs: list[Bug], a) -> results.RunSummary | None:
+    chosen = chosen_scenarios(bugs, a.index or INDEX)
     if not chosen:
         return None
     twins = [fixed_twin(s) for s in chosen]
@@ -248,19 +310,26 @@ def table(bugs: list[Bug]) -> str:
 
 
 def main(a) -> int:
+    from harness import outdir
+
     if a.repeat < 1:
         raise InputError(f"--repeat {a.repeat}: must be at least 1", key="--repeat")
     if a.timeout <= 0:
         raise InputError(f"--timeout {a.timeout}: must be > 0 seconds", key="--timeout")
-    bugs = load_index(a.index or INDEX)
-    if a.only:
-        unknown = sorted(set(a.only) - {b.fix for b in bugs})
-        if unknown:
-            raise InputError(f"--only {', '.join(unknown)}: no such fix in {a.index or INDEX}",
-                             key="--only", hint="use the 'fix' ids of the index (wqh wall --help)")
-        bugs = [b for b in bugs if b.fix in a.only]
-    a.out = (a.out or runner.default_out_dir()).resolve()
-    a.out.mkdir(parents=True, exist_ok=True)
+    bugs = check(a)
+    final = Path(os.path.abspath(a.out or runner.default_out_dir()))
+    with outdir.staged(final) as stage:
+        a.out = stage
+        summary, text = _wall(bugs, a)
+    print(f"artifacts: {final}")
+    if summary is not None and any(r.outcome == results.INFRA for r in summary.results):
+        return EXIT_INFRA
+    det = [b for b in bugs if b.kind == "deterministic"]
+    # Racy bugs are measured, not gated: a race that did not fire is reported, not a failure.
+    return EXIT_OK if all(b.proven for b in det) else EXIT_FAIL
+
+
+def _wall(bugs: list[Bug], a):
     summary = run_deterministic(bugs, a)
     if a.racy:
         run_racy(bugs, a)
@@ -272,10 +341,6 @@ def main(a) -> int:
           f"({len([b for b in det if b.proven])}/{len(det)} deterministic)")
     (a.out / "wall.md").write_text(text + "\n")
     (a.out / "wall.json").write_text(json.dumps({"bugs": [
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(b).items()}
-        for b in bugs]}, indent=1) + "\n")
-    print(f"artifacts: {a.out}")
-    if summary is not None and any(r.outcome == results.INFRA for r in summary.results):
-        return EXIT_INFRA
-    # Racy bugs are measured, not gated: a race that did not fire is reported, not a failure.
-    return EXIT_OK if all(b.proven for b in det) else EXIT_FAIL
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(b).items()
+         if k != "scenario_lines"} for b in bugs]}, indent=1) + "\n")
+    return summary, text

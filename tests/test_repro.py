@@ -16,7 +16,7 @@ def test_bad_c_is_exit_3_naming_the_file_and_leaves_no_output(tmp_path, wqh_cmd)
     out = tmp_path / "out"
     r = subprocess.run(wqh_cmd + ["repro", str(bad), "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 3
-    assert f"{bad}: does not compile" in r.stderr and "bad.c:1:" in r.stderr
+    assert f"{bad}:1: key 'file': does not compile" in r.stderr and "bad.c:1:" in r.stderr
     assert not out.exists()
 
 

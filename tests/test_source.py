@@ -50,7 +50,7 @@ def test_git_ref_is_a_private_checkout_and_the_repo_is_untouched(repo, tmp_cache
 
 
 def test_bad_ref_and_bad_paths_are_input_errors(repo, tmp_path, tmp_cache):
-    with pytest.raises(InputError, match="rev-parse"):
+    with pytest.raises(InputError, match="is not a commit of"):
         source.resolve(f"{repo}@no-such-branch")
     with pytest.raises(InputError, match="does not exist"):
         source.resolve(str(tmp_path / "nope"))
