@@ -91,10 +91,3 @@ def segments(text: str) -> list[Segment]:
             continue
         segs[-1].lines.append(line)
     return [s for s in segs if s.lines]
-
-
-def findings(text: str):
-    """The kernel reports of a console log, each with its owner (see report.parse_text)."""
-    from harness import report  # report.py reads lines through this module
-
-    return report.parse_text(text)

@@ -2,14 +2,16 @@
 
 One pass over the log, chunk by chunk, so that a 100 MB log costs little time and memory:
 outside reports one keyword search skips every line no report can start on; the lines of an
-open report go through the rule table (report_rules.py, detection as data). When the log has
+open report are collected until its end (report_rules: detection as data). When the log has
 printk caller ids ("[ T1234]" / "[ C1]"), a report only takes the lines of its own caller, so
 that another CPU's output neither cuts nor pollutes it.
 
-A report's title is computed on the frames the kernel printed, as syzbot does (it symbolizes
-after titling): inlined frames that symbolization adds never change it, so a log titles the
-same with or without a vmlinux, and a report copied from syzbot (already symbolized, "[inline]"
-frames, the header repeated per inlined level) gets syzbot's title.
+Each report is titled from its own lines (`describe`), with syzbot's conventions: the format
+table of its kind, the guilty frame after the skip list, `... in corrupted` when no frame can
+be trusted, alternative titles. Titles are computed on the frames the kernel printed, as
+syzbot does (it symbolizes after titling), so a log titles the same with or without a vmlinux.
+The first report of a log is its primary one; a panic that follows a report (Fatal exception,
+panic_on_warn) belongs to that report however far below it comes.
 """
 
 from __future__ import annotations
@@ -23,39 +25,70 @@ from pathlib import Path
 from harness import console
 from harness import report_rules as rr
 from harness.errors import InputError
-from harness.results import Frame, Report
 
 CHUNK = 8 << 20  # bytes read at a time
 LEAD_MAX = 8     # lines looked back for a report's lead ("cut here", banner, WARN message)
 TAIL = 4096      # characters of the previous chunk kept for that look-back
+TITLE_LINES = 600  # lines of a report its title is computed on
 
-_SKIP = {r.name: rr.skip_regex(r) for r in rr.RULES}
-_KEYWORDS = {r.keyword for r in rr.RULES} | {"wqh: "}
+
+@dataclass
+class Frame:
+    """One stack frame of a kernel report; file/line once symbolized (or as printed)."""
+
+    func: str
+    offset: int | None = None
+    size: int | None = None
+    module: str | None = None
+    file: str | None = None
+    line: int | None = None
+    inline: bool = False  # an inlined call inside the next non-inline frame
+    section: str = ""     # where in the report: header, rip, trace, alloc, free, backtrace, lock...
+    irq: bool = False     # inside an <IRQ>/<NMI> part of a trace
+
+
+@dataclass
+class Report:
+    """A kernel report, or several with the same title and owner (count)."""
+
+    title: str  # syzbot-style, e.g. "KASAN: slab-out-of-bounds Write in watch_queue_set_filter"
+    type: str   # KASAN, KFENCE, KMSAN, UBSAN, KCSAN, LEAK, LOCKDEP, WARNING, BUG, GPF, HANG, PANIC
+    count: int = 1
+    alt_titles: list[str] = field(default_factory=list)
+    corrupted: bool = False
+    corrupted_reason: str = ""
+    frames: list[Frame] = field(default_factory=list)
+    frame: str = ""  # the guilty function the title names ('' when it names none)
+    format: str = ""  # the report_rules format that titled it
+    test: str = ""  # owner: the test whose markers enclose its first line, 'boot' or 'teardown'
+    text: str = ""  # the report's lines as the console printed them
+    line: int = 0   # its first line's number in the log
+
+
+_KEYWORDS = {k.header for k in rr.KINDS} | {"wqh: "}
 # A keyword containing another adds nothing to the search.
 _TRIGGER = re.compile("|".join(sorted(
     re.escape(k) for k in _KEYWORDS if not any(o != k and o in k for o in _KEYWORDS))))
-_WARN_SRC = re.compile(r" at (\S+?):(\d+) \S+\+0x")
-_OFFSETS = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+")
+# Compiler suffixes of a function name in free text (KCSAN's "%ps"): "pipe_read.isra.0".
 _SUFFIX = re.compile(r"\b([A-Za-z_]\w*)\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*")
-_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
-_FIELD = re.compile(r"\{(\w+)\}")
+_QUESTIONABLE = re.compile(r"(?:\[<[0-9a-f]+>\])? \? ")
+_LEAK_OBJECT = "unreferenced object 0x"
 
 
 @dataclass
 class _Open:
     """A report being read."""
 
-    rule: rr.Rule
-    match: re.Match
+    kind: rr.Kind
+    fmt: rr.Format  # the format its start line matched: where it ends, whose lines it takes
     key: str | None  # printk caller ('' without caller ids, None for lines without timestamp)
     owner: str
     line_no: int
     lines: list[str]   # as printed (lead lines first)
     bodies: list[str]  # the same, timestamp removed
     start: int         # index of the start line in lines
-    headers: int = 0   # start lines repeated for inlined levels (symbolized logs) after it
     armed: bool = False
-    panicked: bool = False  # a panic joined it: the kernel stops, nothing more is missing
+    upto: int | None = None  # bodies past this index never decide the title (after a panic)
 
     def add(self, raw: str, body: str) -> None:
         self.lines.append(raw)
@@ -70,7 +103,6 @@ class Scanner:
     line_no: int = 0
     open: dict[str | None, _Open] = field(default_factory=dict)
     done: list[Report] = field(default_factory=list)
-    last: dict[str | None, tuple[Report, int]] = field(default_factory=dict)
     last_end: int = 0  # line number where the last report ended: look-backs stop there
     tail: str = ""
     # Whether the kernel's lines carry timestamps; then a line without one is user space
@@ -110,7 +142,7 @@ class Scanner:
 
     def finish(self) -> list[Report]:
         for rep in list(self.open.values()):
-            self._close(rep, "truncated", self.line_no)  # the log ends inside it
+            self._close(rep, self.line_no)  # the log ends inside it
         self.done.sort(key=lambda r: r.line)
         return self.done
 
@@ -119,34 +151,37 @@ class Scanner:
     def _line(self, raw: str, chunk: str, pos: int) -> None:
         body, key = console.split_line(raw)
         rep = self.open.get(key) or self._any_context()
-        end = rep.rule.end if rep else None
-        if rep and end.block is not None and not end.block.match(body):
-            self._close(rep, "", self.line_no - 1)  # this line is no longer part of it
+        if rep and rep.fmt.end.block is not None and not rep.fmt.end.block.match(body):
+            self._close(rep, self.line_no - 1)  # this line is no longer part of it
             rep = self.open.get(key) or self._any_context()
         if self.owners.see(body):
             own = self.open.get(key)
             if own:
-                self._close(own, "truncated", self.line_no - 1)  # the test ended inside it
+                self._close(own, self.line_no - 1)  # the test ended inside it
             return
-        rule, m = _start(body) if key is not None or not self.stamped else (None, None)
-        if rule:
+        kind, fmt = _start(body) if key is not None or not self.stamped else (None, None)
+        if kind is not None:
             own = self.open.get(key)
-            if own and own.rule is rule and len(own.lines) == own.start + own.headers + 1:
-                own.add(raw, body)  # the start line again, for the next inlined level
-                own.headers += 1
+            if own and own.kind is kind and _same_header(own, body):
+                own.add(raw, body)  # the start line again, for the next inlined level (symbolized)
                 return
-            if rule.joins and own:
-                own.add(raw, body)
-                own.panicked = own.panicked or rule.type == "PANIC"
+            if own and (kind.joins or (kind.header == _LEAK_OBJECT and own.fmt.name == "leak"
+                                       and not any(_LEAK_OBJECT in b for b in own.bodies))):
+                own.add(raw, body)  # a panic or trap line of this report, or its leaked object
+                if kind.header == "Kernel panic" and own.upto is None \
+                        and len(own.bodies) - own.start > rr.CONSEQUENCE_AFTER:
+                    own.upto = len(own.bodies) - 1
                 return
-            if rule.follows and not own and key in self.last:
-                prev, ended = self.last[key]
-                if self.line_no - ended <= rr.JOIN_WINDOW:
-                    prev.text += "\n" + raw
-                    return
+            if fmt.follows and not own and (self.open or self.done):
+                # The consequence of the report before it (another CPU's, or long closed).
+                if self.open:
+                    max(self.open.values(), key=lambda o: o.line_no).lines.append(raw)
+                else:
+                    self.done[-1].text += "\n" + raw
+                return
             if own:
-                self._close(own, "interleaved", self.line_no - 1)  # another report began
-            self._begin(rule, m, key, raw, body, chunk, pos)
+                self._close(own, self.line_no - 1)  # another report began
+            self._begin(kind, fmt, key, raw, body, chunk, pos)
             return
         if rep is None:
             return
@@ -155,26 +190,25 @@ class Scanner:
 
     def _any_context(self) -> _Open | None:
         for rep in self.open.values():
-            if rep.rule.any_context:
+            if rep.fmt.any_context:
                 return rep
         return None
 
-    def _begin(self, rule: rr.Rule, m: re.Match, key: str | None, raw: str, body: str,
+    def _begin(self, kind: rr.Kind, fmt: rr.Format, key: str | None, raw: str, body: str,
                chunk: str, pos: int) -> None:
         lead_raw: list[str] = []
         lead_body: list[str] = []
-        if rule.lead is not None:
+        if fmt.lead is not None:
             back = min(LEAD_MAX, self.line_no - 1 - self.last_end)
             prev = [(ln, *console.split_line(ln)) for ln in self._previous(chunk, pos, back)]
             prev = [p for p in prev if p[2] == key]
             for i in range(len(prev) - 1, -1, -1):
-                if rule.lead.search(prev[i][1]):
+                if fmt.lead.search(prev[i][1]):
                     lead_raw = [p[0] for p in prev[i:]]
                     lead_body = [p[1] for p in prev[i:]]
                     break
-        rep = _Open(rule, m, key, self.owners.current, self.line_no, lead_raw + [raw],
-                    lead_body + [body], len(lead_raw))
-        self.open[key] = rep
+        self.open[key] = _Open(kind, fmt, key, self.owners.current, self.line_no, lead_raw + [raw],
+                               lead_body + [body], len(lead_raw))
 
     def _previous(self, chunk: str, pos: int, n: int) -> list[str]:
         """Up to N lines before the one at POS, oldest first (into the previous chunk's tail)."""
@@ -193,82 +227,358 @@ class Scanner:
         return out
 
     def _check_end(self, rep: _Open, body: str) -> None:
-        end = rep.rule.end
+        end = rep.fmt.end
         if end.armed_by is not None and not rep.armed and end.armed_by.search(body):
             rep.armed = True
         elif end.line is not None and (rep.armed or end.armed_by is None) and end.line.search(body):
-            self._close(rep, "", self.line_no)
-        elif rep.panicked and rr.PANIC_END.search(body):
-            self._close(rep, "", self.line_no)
-        elif len(rep.lines) >= rep.rule.max_lines:
-            self._close(rep, "truncated", self.line_no)  # its end never came
+            self._close(rep, self.line_no)
+        elif rep.upto is not None and rr.PANIC_END.search(body):
+            self._close(rep, self.line_no)
+        elif len(rep.lines) >= 2000:
+            self._close(rep, self.line_no)  # its end never came
 
-    def _close(self, rep: _Open, reason: str, end_no: int) -> None:
+    def _close(self, rep: _Open, end_no: int) -> None:
         del self.open[rep.key]
-        end = rep.rule.end
-        if reason == "truncated" and (rep.panicked or end.eof_ok or end.block is not None):
-            reason = ""  # nothing was missing: the kernel stopped, or the report has no end line
-        report = build(rep.rule, rep.match, rep.bodies, rep.start, reason, rep.headers)
+        report = build(rep.kind, rep.bodies[rep.start:rep.upto], frames_of(rep.bodies, rep.start))
         report.test = rep.owner
         report.text = "\n".join(rep.lines)
         report.line = rep.line_no
         self.done.append(report)
-        self.last[rep.key] = (report, end_no)
         self.last_end = max(self.last_end, end_no)
 
 
-def _start(body: str) -> tuple[rr.Rule | None, re.Match | None]:
+def _same_header(rep: _Open, body: str) -> bool:
+    """A symbolized report (syzbot's) repeats its start line once per inlined level first:
+    "BUG: KASAN: slab-out-of-bounds in ___set_bit include/...h:28 [inline]", then the real one."""
+    heads = rep.bodies[rep.start:]
+    head = heads[0]
+    i = head.find(" in ")
+    return i > 0 and all(b.startswith(head[:i + 4]) for b in heads) and body.startswith(head[:i + 4]) \
+        and heads[-1].endswith("[inline]")
+
+
+def _start(body: str) -> tuple[rr.Kind | None, rr.Format | None]:
+    """The kind of report a line starts, and the format its own text matches (None, None)."""
     if not _TRIGGER.search(body):
         return None, None
-    for rule in rr.RULES:
-        if rule.keyword in body:
-            m = rule.start.match(body)
-            if m:
-                return rule, m
+    for kind in rr.KINDS:
+        if kind.header in body and not any(i.search(body) for i in kind.ignore):
+            for fmt in kind.formats:
+                if fmt.title.search(body):
+                    return kind, fmt
+            return kind, kind.formats[0]
     return None, None
 
 
-# --- from a report's lines to its frames and title ---------------------------------------------
+# --- titles: syzbot's conventions ---------------------------------------------------------------
 
 
-def build(rule: rr.Rule, m: re.Match, bodies: list[str], start: int, reason: str = "",
-          headers: int = 0) -> Report:
-    """The Report of a rule matched on bodies[start] (lines without timestamps), followed by
-    HEADERS more start lines (one per inlined level, in symbolized logs)."""
-    frames = frames_of(bodies, start, headers)
-    fields = {k: _tidy(v) for k, v in m.groupdict().items() if v}
-    for name, frx in rule.fields:
-        for b in bodies[start + headers + 1:]:
-            fm = frx.search(b)
-            if fm:
-                fields[name] = _tidy(fm.group(name))
+@dataclass
+class Description:
+    title: str
+    alt_titles: list[str]
+    corrupted: str  # why the report cannot be trusted ('' when it can)
+    format: str
+    frame: str
+
+
+def title_lines(bodies: Iterable[str]) -> list[str]:
+    """The lines a title is computed on: no unreliable '? func' frames, no taint notice."""
+    return [b for b in bodies if not (_QUESTIONABLE.match(b) and "<EOI>" not in b)
+            and "Disabling lock debugging due to kernel taint" not in b][:TITLE_LINES]
+
+
+def describe(kind: rr.Kind, lines: list[str]) -> Description:
+    """Title a report of KIND from its lines (timestamps removed), as syzbot does: the format
+    whose title matches earliest; its report regex and stack decide the fields."""
+    text = "\n".join(lines) + "\n"
+    desc, alts, corrupted, used = "", [], "", None
+    frame = ""
+    first = len(text)
+    matched = False
+    for f in kind.formats:
+        m = f.title.search(text)
+        if not m or m.start() > first or (m.start() == first and desc):
+            continue
+        if m.start() < first:
+            desc, alts, used, first = "", [], None, m.start()
+        matched = True
+        if f.report is not None:
+            m = f.report.search(text)
+            if not m:
+                continue
+        groups = [g or "" for g in m.groups()]
+        corrupted, keys = "", []
+        if f.stack is not None:
+            keys, ok = extract_frames(f.stack, text[m.start():].split("\n"))
+            if not ok:
+                corrupted = "no frames"
+        args = groups + [k[0] for k in keys]
+        desc = _fmt(f.fmt, args)
+        alts = [_fmt(a, args) for a in f.alt]
+        for variant in _partly_stripped(keys):
+            vargs = groups + variant
+            alt = _fmt(f.fmt, vargs)
+            if alt != desc:
+                alts.append(alt)
+            alts += [_fmt(a, vargs) for a in f.alt]
+        used = f
+        frame = keys[0][0] if keys and keys[0][0] != "corrupted" else ""
+    if not desc:
+        if matched:
+            corrupted = "header without the rest of its report"
+        i = text.find(kind.header)
+        desc = text[i:text.find("\n", i)] if i >= 0 else ""
+    if not corrupted and used is not None and used.corrupted:
+        corrupted = "only a fragment of a report"
+    title = normalize(desc)
+    if not corrupted:
+        corrupted = _corrupted(title, text, used)
+    alts = [a for a in dict.fromkeys(normalize(a) for a in alts) if a != title]
+    return Description(title, alts, corrupted, used.name if used else "", frame)
+
+
+def _fmt(template: str, args: list[str]) -> str:
+    try:
+        return template.format(*args)
+    except IndexError:
+        return template
+
+
+def _strip(name: str) -> str:
+    """A syscall wrapper cut to the syscall: the shortest of the single-prefix cuts."""
+    best = name
+    for p in rr.STRIP_PREFIXES:
+        if name.startswith(p) and len(name) - len(p) < len(best):
+            best = name[len(p):]
+    return best
+
+
+def _partly_stripped(keys: list[tuple[str, str]]) -> list[list[str]]:
+    """The frames as printed, then cut by each prefix alone: more titles one bug may have had."""
+    out = [[raw for _, raw in keys]] if keys else []
+    for p in rr.STRIP_PREFIXES:
+        cut = [raw[len(p):] if raw.startswith(p) else raw for _, raw in keys]
+        if any(raw.startswith(p) for _, raw in keys):
+            out.append(cut)
+    return out
+
+
+def extract_frames(stack: rr.Stack, lines: list[str]) -> tuple[list[tuple[str, str]], bool]:
+    """The guilty frame of each stack the STACK's parts read, as (title name, printed name);
+    ok is False when one of them had no frame to give (its name is then 'corrupted')."""
+    skip = _SKIP[stack]
+    keys, ok = _extract(stack, stack.parts, lines, skip)
+    if ok or not stack.parts2:
+        return keys, ok
+    return _extract(stack, stack.parts2, lines, skip)
+
+
+def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
+    raw: list[str] = []
+    keys: list[tuple[str, str]] = []
+    ok, traces, i, p = True, 0, 0, 0
+    while True:
+        if p == len(parts) or (parts[p] is rr.TRACE and traces):
+            key = _key(stack, raw)
+            if key is None:
+                key, ok = ("corrupted", "corrupted"), False
+            keys.append(key)
+            raw = []
+        if p == len(parts):
+            return keys, ok
+        part = parts[p]
+        if part is rr.TRACE:
+            traces += 1
+            while i < len(lines):
+                ln = lines[i]
+                i += 1
+                if any(c.search(ln) for c in rr.CORRUPTED_LINES):
+                    ok = False
+                    break
+                if any(s.search(ln) for s in rr.STACK_START):
+                    break
+                if p != len(parts) - 1:
+                    m = parts[p + 1].search(ln)
+                    if m:
+                        _append(raw, m, skip)
+                        p += 1
+                        break
+                for frx in rr.FRAME_LINE:
+                    m = frx.search(ln)
+                    if m:
+                        _append(raw, m, skip)
+                        break
+        else:
+            while i < len(lines):
+                ln = lines[i]
+                i += 1
+                if any(c.search(ln) for c in rr.CORRUPTED_LINES):
+                    ok = False
+                    break
+                m = part.search(ln)
+                if m:
+                    _append(raw, m, skip)
+                    break
+        p += 1
+
+
+def _append(raw: list[str], m: re.Match, skip: re.Pattern) -> None:
+    for name in m.groups():
+        if name and not skip.search(name):
+            raw.append(name)
+
+
+def _key(stack: rr.Stack, raw: list[str]) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    names = [_strip(r) for r in raw]
+    if stack.extractor == "stall":
+        prev, idx = names[0], 0
+        for i, n in enumerate(names):
+            if any(a.search(n) for a in rr.STALL_ANCHORS):
+                if "smp_call_function" in n:
+                    prev, idx = "smp_call_function", i
+                return prev, raw[idx]
+            prev, idx = n, i
+        return None
+    if stack.extractor == "hung":
+        for i, n in enumerate(names):
+            for anchor, name in rr.HUNG_ANCHORS:
+                if anchor in n:
+                    return name, raw[i]
+        for i, n in enumerate(names):
+            if not any(s in n for s in rr.HUNG_SKIP):
+                return n, raw[i]
+        return None
+    return names[0], raw[0]
+
+
+def _corrupted(title: str, text: str, fmt: rr.Format | None) -> str:
+    """Why a titled report cannot be trusted, as syzbot decides it ('' when it can)."""
+    if rr.CORRUPTED_TITLE.search(title):
+        return "a timestamp in the title: another line cut into it"
+    if fmt is None or fmt.no_stack:
+        return ""
+    seen = False
+    for key in rr.STACK_START:
+        m = key.search(text)
+        if not m:
+            continue
+        after = text[m.start():].split("\n")
+        if len(after) < 4:
+            return "stack cut off after its first line"
+        for ln in after[1:16]:
+            if any(k.search(ln) for k in rr.STACK_START):
+                return "a stack without frames"
+            if "(stack is not available)" in ln or any(f.search(ln) for f in rr.FRAME_LINE):
+                seen = True
                 break
-    if "src" in fields:
-        fields["src"] = tree_path(fields["src"])
-    guilty = guilty_frame(rule, frames)
-    if guilty:
-        fields["frame"] = guilty
-    title = normalize(render(rule.title, fields))
-    alts = []
-    for tpl in rule.alt:
-        alt = normalize(render(tpl, fields))
-        if alt and alt != title and alt not in alts:
-            alts.append(alt)
-    if not reason and rule.corrupted:
-        reason = rule.corrupted
-    if not reason and rule.needs_stack and not any(f.section != "header" for f in frames):
-        reason = "no frames"
-    return Report(title=title, type=rule.type, alt_titles=alts, corrupted=bool(reason),
-                  corrupted_reason=reason, frames=frames)
+        else:
+            return "a stack without frames"
+    return "" if seen else "no stack trace"
 
 
-def frames_of(bodies: list[str], start: int, headers: int = 0) -> list[Frame]:
+def type_of(title: str) -> str:
+    for pat, typ in rr.TYPES:
+        if pat.search(title):
+            return typ
+    return "BUG"
+
+
+def build(kind: rr.Kind, bodies: list[str], frames: list[Frame]) -> Report:
+    """The Report of a report of KIND whose lines (timestamps removed, lead left out) are BODIES."""
+    d = describe(kind, title_lines(bodies))
+    return Report(title=d.title, type=type_of(d.title), alt_titles=d.alt_titles, corrupted=bool(d.corrupted),
+                  corrupted_reason=d.corrupted, frames=frames, frame=d.frame, format=d.format)
+
+
+def normalize(title: str) -> str:
+    """What varies between reports of one bug out (report_rules.TITLE_NORMALIZE), printable,
+    single spaces, at most TITLE_MAX characters."""
+    title = _SUFFIX.sub(r"\1", title)
+    for pat, repl in rr.TITLE_NORMALIZE:
+        while True:
+            new = pat.sub(repl, title)
+            if new == title:
+                break
+            title = new
+    out, prev = [], " "
+    for ch in title[:rr.TITLE_MAX]:
+        if ch == "\t":
+            ch = " "
+        elif ch < " " or ch >= "\x7f":
+            continue
+        if ch == " " and prev == " ":
+            continue
+        out.append(ch)
+        prev = ch
+    return "".join(out).strip()
+
+
+class _SkipCache(dict):
+    def __missing__(self, stack: rr.Stack) -> re.Pattern:
+        self[stack] = rx = rr.skip_regex(stack)
+        return rx
+
+
+_SKIP = _SkipCache()
+
+# --- frames: every frame of a report, for symbolizing and for the reader ------------------------
+
+# A line of a stack: "[<ffffffff81266510>] ? func+0x3b0/0x6a0 [module] file.c:380 [inline]",
+# also decode_stacktrace.sh's "func (file.c:380)". A frame needs an offset, a file or [inline].
+FRAME = re.compile(
+    r"^\s*(?:\[<?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?"
+    r"(?P<func>[A-Za-z_][\w.$]*)"
+    r"(?:\+0x(?P<off>[0-9a-f]+)/0x(?P<size>[0-9a-f]+))?"
+    r"(?:\s+\[(?P<mod>[\w-]+)(?:\s+[0-9a-f]+)?\])?"
+    r"(?:\s+\(?(?P<file>[\w./+-]+):(?P<line>\d+)(?::\d+)?\)?)?"
+    r"(?P<inl>\s+\[inline\])?\s*$")
+# "RIP: 0010:watch_queue_set_filter+0x3b0/0x6a0": the rest is a frame; "RIP: 0033:0x7f.." is not.
+RIP_LINE = re.compile(r"^RIP: (?:[0-9a-f]{4}:)?(?P<rest>.*)$")
+# lockdep's held-lock lines: "ffff888...(&pipe->mutex/1){+.+.}-{3:3}, at: pipe_write+0x10a/0x1460"
+AT = re.compile(r", at: (?:\[<[0-9a-f]+>\] )?(?P<func>[A-Za-z_][\w.$]*)\+0x(?P<off>[0-9a-f]+)/0x(?P<size>[0-9a-f]+)")
+# The function a start line names ("BUG: KASAN: ... in func+0x1f/0x2c0", symbolized logs add
+# " file.c:380"); the last one wins.
+HEADER_FUNC = re.compile(r"(?<![\w.])(?P<func>[A-Za-z_][\w.$]*)\+0x(?P<off>[0-9a-f]+)/0x(?P<size>[0-9a-f]+)"
+                         r"(?:\s+(?P<file>[\w./+-]+):(?P<line>\d+)(?::\d+)?)?")
+HEADER_INLINE = re.compile(r" in (?P<func>[A-Za-z_][\w.$]*) (?P<file>[\w./+-]+):(?P<line>\d+)(?::\d+)?"
+                           r" (?P<inl>\[inline\])\s*$")
+IRQ_ENTER = re.compile(r"^\s*<(?:IRQ|NMI|SOFTIRQ)>\s*$")
+IRQ_LEAVE = re.compile(r"^\s*(?:</(?:IRQ|NMI|SOFTIRQ)>|<TASK>|<EOI>)\s*$")
+_WARN_SRC = re.compile(r" at (\S+?):(\d+) \S+\+0x")
+# A line matching one of these starts a section of the report; frames carry its name.
+SECTIONS: tuple[tuple[str, re.Pattern], ...] = tuple((n, re.compile(p)) for n, p in (
+    ("trace", r"^Call Trace:|^Call trace:"),
+    ("backtrace", r"^\s*backtrace(?: \(crc [0-9a-f]+\))?:\s*$"),  # kmemleak
+    ("alloc", r"^(?:Allocated|allocated) by task \d+"),
+    ("free", r"^(?:Freed|freed) by task \d+"),
+    ("aux", r"^(?:Second to last p|Last p)otentially related work creation:"),
+    ("access", r"^(?:Out-of-bounds|Use-after-free|Invalid) (?:read|write|free) (?:at|of) 0x|^Corrupted memory at 0x"
+               r"|^(?:race at unknown origin, with )?(?:read|write)[\w() -]* to 0x[0-9a-f]+ of \d+ bytes by"),
+    ("lock", r"is trying to acquire lock:|is trying to acquire:|\] takes:$|is trying to release lock \("
+             r"|just changed the state of lock:"),
+    ("held", r"^but task is already holding lock:|^and this task is already holding:|^\d+ locks? held by "
+             r"|^but this lock was taken by another|^other info that might help"),
+    ("chain", r"^-> #\d+ |^the existing dependency chain|^\s*\.\.\. acquired at:"),
+    ("other", r"^The buggy address |^Memory state around the buggy address|^kfence-#\d+"),
+))
+
+
+def frames_of(bodies: list[str], start: int) -> list[Frame]:
     """Every reliable frame of a report, tagged with its section ('? func' frames are left out)."""
     frames: list[Frame] = []
-    for head in bodies[start:start + headers + 1]:
-        hm = rr.HEADER_INLINE.search(head)
+    head = bodies[start]
+    i = head.find(" in ")
+    n = 1
+    while i > 0 and start + n < len(bodies) and bodies[start + n - 1].endswith("[inline]") \
+            and bodies[start + n].startswith(head[:i + 4]):
+        n += 1  # the start line repeated per inlined level (symbolized logs)
+    for head in bodies[start:start + n]:
+        hm = HEADER_INLINE.search(head)
         if not hm:
-            for hm in rr.HEADER_FUNC.finditer(head):
+            for hm in HEADER_FUNC.finditer(head):
                 pass
         if hm:
             f = _frame(hm, "header", False)
@@ -277,31 +587,31 @@ def frames_of(bodies: list[str], start: int, headers: int = 0) -> list[Frame]:
                 f.file, f.line = tree_path(src.group(1)), int(src.group(2))
             frames.append(f)
     section, irq = "pre", False
-    for b in bodies[start + headers + 1:]:
-        for name, srx in rr.SECTIONS:
+    for b in bodies[start + n:]:
+        for name, srx in SECTIONS:
             if srx.search(b):
                 section, irq = name, False
                 break
         else:
-            if rr.IRQ_ENTER.match(b):
+            if IRQ_ENTER.match(b):
                 irq = True
                 continue
-            if rr.IRQ_LEAVE.match(b):
+            if IRQ_LEAVE.match(b):
                 irq = False
                 continue
-            m = rr.RIP.match(b)
+            m = RIP_LINE.match(b)
             if m:
-                m = rr.FRAME.match(m["rest"])
+                m = FRAME.match(m["rest"])
                 if m and not m["q"] and (m["off"] or m["file"] or m["inl"]):
                     frames.append(_frame(m, "rip" if section in ("pre", "other") else section, irq))
                 continue
-            m = rr.FRAME.match(b)
+            m = FRAME.match(b)
             if m and (m["off"] or m["file"] or m["inl"]):
                 if not m["q"]:
                     frames.append(_frame(m, section, irq))
                 continue
             if section in ("lock", "held"):
-                m = rr.AT.search(b)
+                m = AT.search(b)
                 if m:
                     frames.append(_frame(m, section, irq))
     return frames
@@ -322,49 +632,6 @@ def func_name(func: str) -> str:
     return func.split(".", 1)[0]
 
 
-def guilty_frame(rule: rr.Rule, frames: list[Frame]) -> str | None:
-    """The function a title names: the first frame of the rule's sections no helper explains."""
-    skip = _SKIP[rule.name]
-    if rule.pick == "stall":
-        return _stall(frames, skip)
-    cands = [func_name(f.func) for s in rule.frames for f in frames
-             if f.section == s and not f.inline]
-    if rule.pick == "hung":
-        return _hung(cands, skip)
-    for name in cands:
-        if not skip.match(name):
-            return name
-    return None
-
-
-def _stall(frames: list[Frame], skip: re.Pattern) -> str | None:
-    trace = [f for f in frames if f.section == "trace" and not f.inline]
-    task = [f for f in trace if not f.irq]
-    if not any(f.irq for f in trace):
-        # The RIP line before the trace is where the looping code was caught, unless the trace
-        # starts in an interrupt: then it is interrupt code and the task part has its own RIP.
-        task = [f for f in frames if f.section == "rip"][:1] + task
-    names = [func_name(f.func) for f in task]
-    names = [n for n in names if rr.STALL_ANCHORS.match(n) or not skip.match(n)]
-    prev = None
-    for n in names:
-        if rr.STALL_ANCHORS.match(n):
-            return rr.STALL_STRIP.sub("", prev or n)
-        prev = n
-    return names[0] if names else None
-
-
-def _hung(names: list[str], skip: re.Pattern) -> str | None:
-    for n in names:
-        for anchor, title_name in rr.HUNG_ANCHORS:
-            if n.startswith(anchor):
-                return title_name
-    for n in names:
-        if not skip.match(n) and not any(p in n for p in rr.HUNG_SKIP_PARTS):
-            return n
-    return None
-
-
 def tree_path(path: str) -> str:
     """A source file name as in the tree, also when an O= build printed it through a relative
     source path ("../../src/linux-source-6.1/fs/pipe.c:304" -> "fs/pipe.c:304")."""
@@ -375,36 +642,6 @@ def tree_path(path: str) -> str:
         if part in rr.TREE_DIRS:
             return "/".join(parts[i:])
     return path
-
-
-def _tidy(value: str) -> str:
-    return _SUFFIX.sub(r"\1", _OFFSETS.sub("", value)).strip()
-
-
-def render(template: str, fields: dict[str, str]) -> str:
-    """Fill a title template; a [...] part with a missing field is left out."""
-    out, pos = [], 0
-    for m in _OPTIONAL.finditer(template):
-        out.append(_fill(template[pos:m.start()], fields))
-        part = m.group(1)
-        if all(fields.get(n) for n in _FIELD.findall(part)):
-            out.append(_fill(part, fields))
-        pos = m.end()
-    out.append(_fill(template[pos:], fields))
-    return "".join(out)
-
-
-def normalize(title: str) -> str:
-    """What varies between reports of one bug out (report_rules.TITLE_NORMALIZE), printable,
-    single spaces, at most TITLE_MAX characters."""
-    for rx_, repl in rr.TITLE_NORMALIZE:
-        title = rx_.sub(repl, title)
-    title = "".join(c if c.isprintable() and c.isascii() else " " for c in title.replace("\t", " "))
-    return " ".join(title.split())[:rr.TITLE_MAX].strip()
-
-
-def _fill(s: str, fields: dict[str, str]) -> str:
-    return _FIELD.sub(lambda m: fields.get(m.group(1)) or "?", s)
 
 
 # --- entry points ------------------------------------------------------------------------------

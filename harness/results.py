@@ -11,41 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK
+from harness.report import Report
 
 # Outcomes a test can have; 'xfail'/'xpass' are derived when a crash is expected.
 OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout", "infra-error", "xfail", "xpass")
 INFRA = "infra-error"
-
-
-@dataclass
-class Frame:
-    """One stack frame of a kernel report; file/line once symbolized (or as printed)."""
-
-    func: str
-    offset: int | None = None
-    size: int | None = None
-    module: str | None = None
-    file: str | None = None
-    line: int | None = None
-    inline: bool = False  # an inlined call inside the next non-inline frame
-    section: str = ""     # where in the report: header, rip, trace, alloc, free, backtrace, lock...
-    irq: bool = False     # inside an <IRQ>/<NMI> part of a trace
-
-
-@dataclass
-class Report:
-    """A kernel report (report.py), or several with the same title and owner (count)."""
-
-    title: str  # syzbot-style, e.g. "KASAN: slab-out-of-bounds Write in watch_queue_set_filter"
-    type: str   # KASAN, KFENCE, UBSAN, KCSAN, LEAK, LOCKDEP, WARNING, BUG, GPF, HANG, PANIC
-    count: int = 1
-    alt_titles: list[str] = field(default_factory=list)
-    corrupted: bool = False
-    corrupted_reason: str = ""  # truncated | interleaved | no frames
-    frames: list[Frame] = field(default_factory=list)
-    test: str = ""  # owner: the test whose markers enclose its first line, 'boot' or 'teardown'
-    text: str = ""  # the report's lines as the console printed them
-    line: int = 0   # its first line's number in the log
 
 
 @dataclass

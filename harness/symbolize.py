@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness import procs
 from harness.report import tree_path
-from harness.results import Frame, Report
+from harness.report import Frame, Report
 
 Key = tuple[str, int, int, str | None]  # (function, offset, size, module) as printed
 

@@ -10,7 +10,8 @@ import dataclasses
 
 from harness import report
 from harness.guest import protocol
-from harness.results import INFRA, Report, TestResult
+from harness.report import Report
+from harness.results import INFRA, TestResult
 from harness.vm import VMResult
 
 # How a VM's end explains a test that was running when it ended.

@@ -96,7 +96,7 @@ def test_sanitizer_bugs_get_syzbot_titles(wall, scen, title):
 @pytest.mark.parametrize("scen, title", [
     ("3d8dcf278b-watch-not-freed", "memory leak in keyctl_watch_key"),
     ("7ea1a0124b-bitmap-not-freed", "memory leak in watch_queue_set_size"),
-    ("8a018eb55e-create-pipe-files-leak", "memory leak in alloc_pipe_info"),
+    ("8a018eb55e-create-pipe-files-leak", "memory leak in create_pipe_files"),
 ])
 def test_leaks_are_one_entry_with_the_syzbot_title(wall, scen, title):
     _, by, _ = wall

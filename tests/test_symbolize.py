@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import build, report, symbolize
-from harness.results import Frame, Report
+from harness.report import Frame, Report
 
 
 def _kasan_debug_build() -> Path:

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from harness import console, verdict
+from harness import console, report, verdict
 from harness.guest import protocol
 from harness.vm import VMResult
 
@@ -29,7 +29,7 @@ def test_clean_pass():
     (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), text, "k", "vm1")
     assert (r.outcome, r.as_expected, r.reports) == ("pass", True, [])
     assert r.duration_s == guest["tests"][0]["duration_s"]
-    assert console.findings(text) == []
+    assert report.parse_text(text) == []
 
 
 def test_panic_in_a_test_is_a_crash_with_its_report():
@@ -73,7 +73,7 @@ def test_a_report_inside_a_passing_test_makes_it_crash():
     assert r.outcome == "crash"
     # one header line, no "Write of size" line, no end banner: titled, and said to be cut
     assert r.reports[0].title == "KASAN: slab-out-of-bounds in watch_queue_set_filter"
-    assert (r.reports[0].corrupted, r.reports[0].corrupted_reason) == (True, "truncated")
+    assert (r.reports[0].corrupted, r.reports[0].corrupted_reason) == (True, "only a fragment of a report")
 
 
 def test_segments_split_boot_tests_and_teardown():
