@@ -173,20 +173,20 @@ def _patch_forms(probs: Problems, paths, key: str) -> tuple[Path, ...]:
 
 
 def _patches_apply(probs: Problems, kernel: str | None, sets) -> None:
-    """SETS: (patches in order, {patch: option or key}) each checked against the tree, where
+    """SETS: (patches in order, {patch: option or key}[, note]) each checked against the tree, where
     the tree is at hand without unpacking or cloning; the runner checks again once it is."""
     from harness import patches, source
 
-    if probs or not any(ps for ps, _ in sets):
+    if probs or not any(s[0] for s in sets):
         return  # a patch of a bad form or a bad --kernel: already reported
     with probs.check():
         read = source.file_reader(kernel)
         if read is None:
             return
         what = kernel or "the default source"
-        for ps, keys in sets:
+        for ps, keys, *note in sets:
             with probs.check():
-                patches.check_applies(read, ps, what, keys)
+                patches.check_applies(read, ps, what + "".join(note), keys)
 
 
 def _numbers(probs: Problems, a) -> None:
@@ -206,8 +206,8 @@ def cmd_run(a) -> int:
     scs = []
     with probs.check():
         scs = scenario.load_all(a.scenarios)
-    _patches_apply(probs, a.kernel, [(s.kernel.patches, {p: f"{s.file}: kernel.patches"
-                                                         for p in s.kernel.patches}) for s in scs])
+    _patches_apply(probs, a.kernel, [(s.kernel.patches, {p: "kernel.patches" for p in s.kernel.patches},
+                                       f" (kernel.patches of {s.file})") for s in scs])
     probs.raise_if_any()
     out = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(out) as stage:
@@ -320,8 +320,9 @@ def cmd_verify(a) -> int:
     from harness import repro
 
     if bool(a.fix) == bool(a.bug):
-        raise InputError("give either --fix PATCH (the tree has the bug) or --bug PATCH (the patch "
-                         "puts the bug back)", key="--fix/--bug")
+        raise InputError("needs exactly one of --fix and --bug", key="--fix/--bug",
+                         hint="give either --fix PATCH (the tree has the bug) or --bug PATCH (the "
+                              "patch puts the bug back)")
     _check_repro(a, [("--fix", a.fix), ("--bug", a.bug)])
     return repro.verify(a)
 

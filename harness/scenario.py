@@ -83,25 +83,28 @@ class _Ctx:
 
     def mapping(self, node: yaml.Node, key: str, allowed: dict[str, str]) -> dict[str, tuple]:
         if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, key, f"expected a mapping, got {_kind(node)}")
+            raise self.fail(node, key, f"expected a mapping, got {_kind(node)}",
+                            hint="write 'key: value' lines here")
         out = {}
         for k, v in node.value:
             if not isinstance(k, yaml.ScalarNode):
-                raise self.fail(k, key, "mapping keys must be plain names")
+                raise self.fail(k, key, "mapping keys must be plain names",
+                                hint="write the key as a plain word")
             name = k.value
             full = f"{key}.{name}" if key else name
             if name not in allowed:
                 raise self.fail(k, full, "unknown key",
                                 hint=f"allowed here: {', '.join(sorted(allowed))}")
             if name in out:
-                raise self.fail(k, full, "duplicate key")
+                raise self.fail(k, full, "duplicate key", hint="keep one of the two")
             out[name] = (k, v)
         return out
 
     def scalar(self, node: yaml.Node, key: str, typ: type):
         if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {_kind(node)}")
-        value = yaml.safe_load(yaml.serialize(node))
+            raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {_kind(node)}",
+                            hint=f"write {_TYPE_NAMES[typ]} here")
+        value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
         if typ is float and isinstance(value, str) and node.style is None and _FLOAT12.match(value):
             value = float(value)  # YAML 1.2 reads 1e3 as a number; PyYAML (1.1) as a string
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -110,15 +113,17 @@ class _Ctx:
             raise self.fail(node, key, f"expected a finite number, got {node.value!r}",
                             hint="give a number of seconds, e.g. 60")
         if typ is str and isinstance(value, str) and ("\0" in value):
-            raise self.fail(node, key, "the string has a NUL character")
+            raise self.fail(node, key, "the string has a NUL character", hint="remove the \\0")
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__} "
-                                       f"{node.value!r}")
+                                       f"{node.value!r}",
+                            hint=f"write {_TYPE_NAMES[typ]} here" + (" (quote it)" if typ is str else ""))
         return value
 
     def seq(self, node: yaml.Node, key: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, key, f"expected a list, got {_kind(node)}")
+            raise self.fail(node, key, f"expected a list, got {_kind(node)}",
+                            hint="write a list: [a, b] or '- a' lines")
         return list(node.value)
 
 
@@ -156,7 +161,8 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
     if isinstance(node, yaml.MappingNode):
         m = ctx.mapping(node, key, {"test": "", "expect": "", "title": ""})
         if "test" not in m:
-            raise ctx.fail(node, f"{key}.test", "missing key 'test' (a pytest node id)")
+            raise ctx.fail(node, f"{key}.test", "missing key 'test' (a pytest node id)",
+                           hint="add test: guest-tests/test_x.py::test_name")
         id_node = m["test"][1]
         if "expect" in m:
             expect = ctx.scalar(m["expect"][1], f"{key}.expect", str)
@@ -247,7 +253,8 @@ def load(file: Path) -> Scenario:
                 cpus = ctx.scalar(v["cpus"][1], "vm.cpus", int)
                 if not 1 <= cpus <= validate.MAX_CPUS:
                     raise ctx.fail(v["cpus"][1], "vm.cpus",
-                                   f"cpus must be 1..{validate.MAX_CPUS}, got {cpus}")
+                                   f"cpus must be 1..{validate.MAX_CPUS}, got {cpus}",
+                                   hint=f"give a whole number from 1 to {validate.MAX_CPUS}")
             if "memory" in v:
                 mem = str(ctx.scalar(v["memory"][1], "vm.memory", str))
                 try:
@@ -263,7 +270,8 @@ def load(file: Path) -> Scenario:
                 if name in t:
                     val = ctx.scalar(t[name][1], f"timeouts.{name}", float)
                     if val <= 0:
-                        raise ctx.fail(t[name][1], f"timeouts.{name}", "must be > 0 seconds")
+                        raise ctx.fail(t[name][1], f"timeouts.{name}", "must be > 0 seconds",
+                                       hint="give a number of seconds, e.g. 60")
                     try:
                         vals[name] = validate.seconds(f"timeouts.{name}", val)
                     except InputError as e:
@@ -285,10 +293,12 @@ def load(file: Path) -> Scenario:
                                hint="write the expected title, e.g. 'memory leak in watch_queue_set_size'")
     with probs.check():
         if "tests" not in top:
-            raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)")
+            raise ctx.fail(root, "tests", "missing key 'tests' (a list of pytest node ids)",
+                           hint="add tests: [guest-tests/test_x.py::test_name]")
         nodes = ctx.seq(top["tests"][1], "tests")
         if not nodes:
-            raise ctx.fail(top["tests"][1], "tests", "the list of tests is empty")
+            raise ctx.fail(top["tests"][1], "tests", "the list of tests is empty",
+                           hint="name at least one pytest node id")
         for i, n in enumerate(nodes):
             with probs.check():
                 sc.tests.append(_test_ref(ctx, n, f"tests[{i}]", default_expect))
@@ -312,7 +322,7 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
                     validate.fragment(name, file.parent)
                 except InputError as e:
                     if e.file and e.line:  # an error inside the fragment: its own file:line
-                        raise ctx.fail(n, "kernel.fragments", str(e)) from None
+                        raise ctx.fail(n, "kernel.fragments", str(e).split("\n  fix: ")[0], e.hint) from None
                     raise ctx.fail(n, "kernel.fragments", e.message, e.hint) from None
     if "patches" in k:
         for n in ctx.seq(k["patches"][1], "kernel.patches"):

@@ -48,11 +48,11 @@ class KernelSource:
 
 def _check_tree(path: Path, what: str) -> None:
     if not (path / "Makefile").is_file() or not (path / "kernel").is_dir():
-        raise InputError(f"{what} {path} is not a kernel source tree (no Makefile/kernel/)",
+        raise InputError(f"{path} is not a kernel source tree (no Makefile/kernel/)", key="--kernel",
                          hint="pass --kernel PATH to the top of a Linux source tree")
     if (path / ".config").exists() or (path / "include" / "config").exists():
-        raise InputError(f"{what} {path} has in-tree build output (.config or include/config); "
-                         "kbuild refuses O= builds from such a tree",
+        raise InputError(f"{path} has in-tree build output (.config or include/config); "
+                         "kbuild refuses O= builds from such a tree", key="--kernel",
                          hint=f"run 'make -C {path} mrproper', or pass PATH@REF to build a git ref "
                               "from a private checkout")
 

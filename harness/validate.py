@@ -157,7 +157,12 @@ def fragment(name: str, relative_to: Path | None = None, key: str = "--fragment"
         path = config.resolve_fragment(name, relative_to)
     except InputError as e:
         raise InputError(e.message, hint=e.hint, key=key, file=file, line=line) from None
-    kconfig.parse_fragment(path)
+    try:
+        kconfig.parse_fragment(path)
+    except InputError as e:
+        if e.key:
+            raise
+        raise InputError(e.message, hint=e.hint, file=e.file, line=e.line, key=key) from None
     return path
 
 

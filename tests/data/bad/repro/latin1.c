@@ -1,0 +1,2 @@
+/* café */
+int main(void) { return 0; }
