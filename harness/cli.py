@@ -373,7 +373,11 @@ def cmd_parse(a) -> int:
         if sym.error:
             print(f"wqh: warning: {sym.error}", file=sys.stderr)
     if a.json:
-        print(json.dumps({"reports": [asdict(r) for r in reports]}, indent=1))
+        # The first report of a log is its primary one: the title syzbot would give the log.
+        first = reports[0] if reports else None
+        primary = {k: getattr(first, k) for k in ("title", "alt_titles", "type", "frame", "corrupted",
+                                                   "corrupted_reason")} if first else None
+        print(json.dumps({"primary": primary, "reports": [asdict(r) for r in reports]}, indent=1))
     else:
         print(report_text(reports, a.log))
     return EXIT_OK
@@ -391,7 +395,8 @@ def report_text(reports, log: Path, top: int = 8) -> str:
         count = f" (x{r.count})" if r.count > 1 else ""
         out.append(f"{r.title}{count}")
         out.append(f"  type: {r.type}   test: {r.test}   line: {r.line}")
-        out.append("  corrupted: " + (f"yes ({r.corrupted_reason})" if r.corrupted else "no"))
+        out.append("  corrupted: " + (f"yes ({r.corrupted_reason})" if r.corrupted else "no")
+                   + (f"   frame: {r.frame}" if r.frame else ""))
         for alt in r.alt_titles:
             out.append(f"  also: {alt}")
         shown = []
