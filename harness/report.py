@@ -71,6 +71,8 @@ _TRIGGER = re.compile("|".join(sorted(
     re.escape(k) for k in _KEYWORDS if not any(o != k and o in k for o in _KEYWORDS))))
 # Compiler suffixes of a function name in free text (KCSAN's "%ps"): "pipe_read.isra.0".
 _SUFFIX = re.compile(r"\b([A-Za-z_]\w*)\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*")
+# The function a title names, as syzbot reads it back: after its last " in ".
+_TITLE_FRAME = re.compile(r".* in ((?:<[a-zA-Z0-9_: ]+>)?[a-zA-Z0-9_:]+)")
 _QUESTIONABLE = re.compile(r"(?:\[<[0-9a-f]+>\])? \? ")
 _LEAK_OBJECT = "unreferenced object 0x"
 
@@ -293,7 +295,6 @@ def describe(kind: rr.Kind, lines: list[str]) -> Description:
     whose title matches earliest; its report regex and stack decide the fields."""
     text = "\n".join(lines) + "\n"
     desc, alts, corrupted, used = "", [], "", None
-    frame = ""
     first = len(text)
     matched = False
     for f in kind.formats:
@@ -323,7 +324,6 @@ def describe(kind: rr.Kind, lines: list[str]) -> Description:
                 alts.append(alt)
             alts += [_fmt(a, vargs) for a in f.alt]
         used = f
-        frame = keys[0][0] if keys and keys[0][0] != "corrupted" else ""
     if not desc:
         if matched:
             corrupted = "header without the rest of its report"
@@ -335,6 +335,8 @@ def describe(kind: rr.Kind, lines: list[str]) -> Description:
     if not corrupted:
         corrupted = _corrupted(title, text, used)
     alts = [a for a in dict.fromkeys(normalize(a) for a in alts) if a != title]
+    fm = _TITLE_FRAME.match(title)
+    frame = fm.group(1) if fm and fm.group(1) != "corrupted" else ""
     return Description(title, alts, corrupted, used.name if used else "", frame)
 
 
@@ -393,10 +395,10 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
             while i < len(lines):
                 ln = lines[i]
                 i += 1
-                if any(c.search(ln) for c in rr.CORRUPTED_LINES):
+                if "should_fail" in ln and rr.CORRUPTED_ANY.search(ln):
                     ok = False
                     break
-                if any(s.search(ln) for s in rr.STACK_START):
+                if rr.STACK_START_ANY.search(ln):
                     break
                 if p != len(parts) - 1:
                     m = parts[p + 1].search(ln)
@@ -404,16 +406,14 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
                         _append(raw, m, skip)
                         p += 1
                         break
-                for frx in rr.FRAME_LINE:
-                    m = frx.search(ln)
-                    if m:
-                        _append(raw, m, skip)
-                        break
+                m = rr.FRAME_LINE[0].match(ln) or rr.FRAME_LINE[1].match(ln)
+                if m:
+                    _append(raw, m, skip)
         else:
             while i < len(lines):
                 ln = lines[i]
                 i += 1
-                if any(c.search(ln) for c in rr.CORRUPTED_LINES):
+                if "should_fail" in ln and rr.CORRUPTED_ANY.search(ln):
                     ok = False
                     break
                 m = part.search(ln)
@@ -469,7 +469,7 @@ def _corrupted(title: str, text: str, fmt: rr.Format | None) -> str:
         if len(after) < 4:
             return "stack cut off after its first line"
         for ln in after[1:16]:
-            if any(k.search(ln) for k in rr.STACK_START):
+            if rr.STACK_START_ANY.search(ln):
                 return "a stack without frames"
             if "(stack is not available)" in ln or any(f.search(ln) for f in rr.FRAME_LINE):
                 seen = True
@@ -549,7 +549,7 @@ IRQ_ENTER = re.compile(r"^\s*<(?:IRQ|NMI|SOFTIRQ)>\s*$")
 IRQ_LEAVE = re.compile(r"^\s*(?:</(?:IRQ|NMI|SOFTIRQ)>|<TASK>|<EOI>)\s*$")
 _WARN_SRC = re.compile(r" at (\S+?):(\d+) \S+\+0x")
 # A line matching one of these starts a section of the report; frames carry its name.
-SECTIONS: tuple[tuple[str, re.Pattern], ...] = tuple((n, re.compile(p)) for n, p in (
+_SECTIONS = (
     ("trace", r"^Call Trace:|^Call trace:"),
     ("backtrace", r"^\s*backtrace(?: \(crc [0-9a-f]+\))?:\s*$"),  # kmemleak
     ("alloc", r"^(?:Allocated|allocated) by task \d+"),
@@ -563,7 +563,8 @@ SECTIONS: tuple[tuple[str, re.Pattern], ...] = tuple((n, re.compile(p)) for n, p
              r"|^but this lock was taken by another|^other info that might help"),
     ("chain", r"^-> #\d+ |^the existing dependency chain|^\s*\.\.\. acquired at:"),
     ("other", r"^The buggy address |^Memory state around the buggy address|^kfence-#\d+"),
-))
+)
+SECTIONS = re.compile("|".join(f"(?P<{n}>{p})" for n, p in _SECTIONS))
 
 
 def frames_of(bodies: list[str], start: int) -> list[Frame]:
@@ -588,10 +589,9 @@ def frames_of(bodies: list[str], start: int) -> list[Frame]:
             frames.append(f)
     section, irq = "pre", False
     for b in bodies[start + n:]:
-        for name, srx in SECTIONS:
-            if srx.search(b):
-                section, irq = name, False
-                break
+        sm = SECTIONS.search(b)
+        if sm:
+            section, irq = sm.lastgroup, False
         else:
             if IRQ_ENTER.match(b):
                 irq = True

@@ -89,6 +89,7 @@ STACK_START = tuple(rx(s) for s in (
     r"Call (?:T|t)race", r"Allocated:", r"Allocated by task [0-9]+:", r"Freed:", r"Freed by task [0-9]+:",
     r"[^k] backtrace(?: \(crc [0-9a-fA-F]*\))?:",  # kmemleak's, not lockdep's "stack backtrace:"
     r"Backtrace:", r"Uninit was stored to memory at"))
+STACK_START_ANY = rx("|".join(f"(?:{p.pattern})" for p in STACK_START))
 # A frame line: "  [<ffffffff81266510>] func+0x3b0/0x6a0", " func.isra.0+0x1a/0x20 [mod]".
 FRAME_LINE = (rx(r"^ *(?:{{PC}} ){0,2}{{FUNC}}"),
               rx(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"))  # arm
@@ -98,6 +99,7 @@ RIP = rx(r"(?:IP|NIP|pc |PC is at):? (?:(?:[0-9]+:)?(?:{{PC}} +){0,2}{{FUNC}}|(?
 CALL_TRACE = rx(r"(?:Call (?:T|t)race:)|(?:Backtrace:)")
 # A line of a fault-injection stack inside a report: it cannot be trusted.
 CORRUPTED_LINES = (rx(r"^( \[<?(?:0x)?[0-9a-f]+>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),)
+CORRUPTED_ANY = rx("|".join(f"(?:{p.pattern})" for p in CORRUPTED_LINES))
 # Timestamps spliced into a title: another printk landed in the middle of the header line.
 CORRUPTED_TITLE = rx(r"\[ *[0-9]+\.[0-9]+\]")
 

@@ -21,6 +21,12 @@ def tmp_cache(tmp_path, monkeypatch):
     return d
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite the headers of tests/data/reports/*.log from what the parser says now "
+                          "(review the diff before committing it)")
+
+
 def pytest_collection_modifyitems(config, items):
     # vm tests build and boot real kernels: run them last, fast feedback first.
     items.sort(key=lambda i: 1 if i.get_closest_marker("vm") else 0)

@@ -27,41 +27,80 @@ GOLDEN = sorted(DATA.glob("*.log"))
 # --- golden logs -------------------------------------------------------------------------------
 
 
+HEADER_KEYS = ("SOURCE", "TITLE", "ALT", "TYPE", "FRAME", "CORRUPTED", "TEST", "COUNT", "NO REPORT")
+REPORT_KEYS = ("ALT", "TYPE", "FRAME", "CORRUPTED", "TEST", "COUNT")
+
+
 def expectations(path: Path) -> list[dict] | None:
-    """The header of a golden log.
+    """The header of a golden log: '# KEY: value' lines at its top, nothing else.
 
     '# TITLE: t' starts the expectation of one report (several for several reports, in the order
-    they start); '# TYPE:', '# CORRUPTED: true|false', '# TEST: owner' and '# COUNT: n' after it
-    apply to it; '# NO REPORT' says the log must give none. Other '# KEY:' lines are notes.
-    None when the file has no header.
+    they start); '# ALT:' (one of its alternative titles, repeatable), '# TYPE:', '# FRAME:' (the
+    function the title names, '-' for none), '# CORRUPTED: true|false', '# TEST: owner' and
+    '# COUNT: n' after it apply to it; '# NO REPORT' says the log must give none; '# SOURCE:' says
+    where it comes from. Any other key is an error. None when the file has no header.
     """
     exp: list[dict] = []
     none = False
-    for line in path.read_text(errors="replace").splitlines():
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.startswith("# "):
             break
         key, _, val = line[2:].partition(":")
         key, val = key.strip().upper(), val.strip()
+        assert key in HEADER_KEYS, f"{path.name}:{n}: unknown header key '{key}' (known: {', '.join(HEADER_KEYS)})"
         if key == "NO REPORT":
             none = True
         elif key == "TITLE":
-            exp.append({"title": val})
-        elif key in ("TYPE", "CORRUPTED", "TEST", "COUNT") and exp:
+            exp.append({"title": val, "alt": []})
+        elif key == "ALT":
+            assert exp, f"{path.name}:{n}: ALT before any TITLE"
+            exp[-1]["alt"].append(val)
+        elif key in REPORT_KEYS:
+            assert exp, f"{path.name}:{n}: {key} before any TITLE"
             exp[-1][key.lower()] = val
+    assert not (none and exp), f"{path.name}: both NO REPORT and TITLE"
     if none:
         return []
     return exp or None
 
 
+def header_of(path: Path, got: list) -> str:
+    """The header --update-golden writes for what the parser says now (SOURCE lines kept)."""
+    keep = [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("# SOURCE:")]
+    had_test = "# TEST:" in path.read_text(errors="replace")
+    out = list(keep)
+    if not got:
+        out.append("# NO REPORT")
+    for r in got:
+        out.append(f"# TITLE: {r.title}")
+        out += [f"# ALT: {a}" for a in r.alt_titles]
+        out += [f"# TYPE: {r.type}", f"# FRAME: {r.frame or '-'}", f"# CORRUPTED: {str(r.corrupted).lower()}"]
+        if had_test:
+            out.append(f"# TEST: {r.test}")
+        if r.count > 1:
+            out.append(f"# COUNT: {r.count}")
+    return "\n".join(out) + "\n"
+
+
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.name for p in GOLDEN])
-def test_golden_log(path):
+def test_golden_log(path, request):
+    got = report.merge(report.parse_file(path))
+    if request.config.getoption("--update-golden"):
+        data = path.read_bytes()  # the log's bytes stay as they are (\r, invalid UTF-8)
+        pos = 0
+        while data.startswith(b"# ", pos):
+            pos = data.index(b"\n", pos) + 1
+        path.write_bytes(header_of(path, got).encode() + data[pos:])
     exp = expectations(path)
     assert exp is not None, f"{path.name}: no '# TITLE:' or '# NO REPORT' header"
-    got = report.merge(report.parse_file(path))
     assert [r.title for r in got] == [e["title"] for e in exp]
     for r, e in zip(got, exp):
+        missing = [a for a in e["alt"] if a not in r.alt_titles]
+        assert not missing, f"{r.title}: alternative titles {missing} not among {r.alt_titles}"
         if "type" in e:
             assert r.type == e["type"], r.title
+        if "frame" in e:
+            assert (r.frame or "-") == e["frame"], r.title
         if "corrupted" in e:
             assert r.corrupted == (e["corrupted"].lower() == "true"), (r.title, r.corrupted_reason)
         if "test" in e:
