@@ -1,0 +1,229 @@
+"""Failures under load and faults, each typed, logs kept, no process left, the next run works.
+
+Fast ones use a fake kernel tree (a Makefile with allnoconfig/olddefconfig/bzImage targets and a
+merge_config.sh that concatenates fragments) and a fake Debian tarball; the guest faults (QEMU
+killed, OOM) need a real kernel and are marked vm.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import procs, source
+
+REPO = Path(__file__).resolve().parent.parent
+WQH = [sys.executable, "-m", "harness"]
+
+MAKEFILE = """\
+O ?= .
+VERSION = 6
+PATCHLEVEL = 1
+SUBLEVEL = 0
+EXTRAVERSION =
+
+allnoconfig:
+\t@cp $(KCONFIG_ALLCONFIG) $(O)/.config
+olddefconfig:
+\t@true
+bzImage:
+\t@echo "  CC      kernel/watch_queue.o"
+\t@if [ -n "$(FAKE_SLEEP)" ]; then echo $$$$ > $(O)/make.pid; exec sleep $(FAKE_SLEEP); fi
+\t@if [ -n "$(FAKE_BIG)" ]; then head -c $(FAKE_BIG) /dev/zero > $(O)/big.o; fi
+\t@mkdir -p $(O)/arch/x86/boot && echo image > $(O)/arch/x86/boot/bzImage && echo elf > $(O)/vmlinux
+"""
+
+MERGE_SH = """\
+#!/bin/sh
+# merge_config.sh -m -O DIR FRAGMENT...: the fragments, concatenated (later ones win)
+shift; shift; out=$1; shift
+if [ -n "$FAKE_MERGE_SLEEP" ]; then echo $$ > "$out/merge.pid"; exec sleep "$FAKE_MERGE_SLEEP"; fi
+cat "$@" > "$out/.config"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path):
+    t = tmp_path / "linux"
+    (t / "kernel").mkdir(parents=True)
+    (t / "kernel" / "watch_queue.c").write_text("fixed\n")
+    (t / "scripts" / "kconfig").mkdir(parents=True)
+    (t / "scripts" / "kconfig" / "merge_config.sh").write_text(MERGE_SH)
+    (t / "Makefile").write_text(MAKEFILE)
+    return t
+
+
+def _env(cache: Path, **extra) -> dict:
+    env = dict(os.environ, WQH_CACHE=str(cache), WQH_NO_CCACHE="1", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text().strip():
+            return int(path.read_text().split()[0])
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def _build(tree: Path, cache: Path, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(WQH + ["build", "--kernel", str(tree)], capture_output=True, text=True,
+                          env=_env(cache, **extra), cwd=tree.parent, timeout=120)
+
+
+def test_the_fake_tree_builds(tree, tmp_path):
+    r = _build(tree, tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("bzImage")
+
+
+@pytest.mark.parametrize("phase,var,pidfile", [("merge", "FAKE_MERGE_SLEEP", "merge.pid"),
+                                               ("build", "FAKE_SLEEP", "make.pid")])
+def test_sigint_stops_the_phase_leaves_no_process_and_the_next_run_works(tree, tmp_path, phase, var,
+                                                                         pidfile):
+    cache = tmp_path / "cache"
+    env = _env(cache, **{var: "300"})  # make reads FAKE_SLEEP from the environment
+    cmd = WQH + ["build", "--kernel", str(tree)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=tmp_path)
+    try:
+        where = cache / "configs" if phase == "merge" else cache / "builds"
+        deadline = time.monotonic() + 60
+        found = []
+        while not found and time.monotonic() < deadline:
+            found = list(where.rglob(pidfile)) if where.exists() else []
+            time.sleep(0.05)
+        assert found, f"the {phase} never started"
+        child = _wait_for(found[0])
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + signal.SIGINT, err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(0.2)
+    assert not _alive(child), f"the {phase}'s process {child} outlived wqh"
+    r = _build(tree, cache)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip().splitlines()[-1]).is_file()
+
+
+@pytest.fixture
+def small_cache(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "smallcache"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_disk_full_during_a_build_is_infra_keeps_the_log_and_the_next_run_works(tree, small_cache):
+    r = _build(tree, small_cache, FAKE_BIG="8000000")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert "build failed" in r.stderr or "No space left" in r.stderr, r.stderr
+    logs = list((small_cache / "builds").glob("*/build.log"))
+    assert logs and "$ make" in logs[0].read_text()
+    assert not list((small_cache / "builds").glob("*/.wqh-complete"))  # never a finished build
+    for big in (small_cache / "builds").glob("*/big.o"):
+        big.unlink()  # the user frees space
+    r = _build(tree, small_cache)
+    assert r.returncode == 0, r.stderr
+
+
+def _fake_tarball(tmp_path: Path) -> Path:
+    top = tmp_path / "tar-src" / "linux-source-6.1"
+    (top / "kernel").mkdir(parents=True)
+    (top / "Makefile").write_text(MAKEFILE)
+    for i in range(200):
+        (top / "kernel" / f"f{i}.c").write_text("x" * 1000)
+    tb = tmp_path / "linux-source-6.1.tar.xz"
+    with tarfile.open(tb, "w:xz") as t:
+        t.add(top, arcname="linux-source-6.1")
+    return tb
+
+
+@pytest.fixture
+def fake_debian(tmp_path, tmp_cache, monkeypatch):
+    tb = _fake_tarball(tmp_path)
+    monkeypatch.setattr(source, "DEBIAN_TARBALLS", (str(tb),))
+    monkeypatch.setattr(source, "_debian_version", lambda: "1")
+    return tb
+
+
+def test_an_interrupted_unpack_is_never_used_and_the_next_run_unpacks(fake_debian, tmp_cache, monkeypatch):
+    real_run = procs.run
+
+    def interrupted(cmd, **kw):
+        real_run(cmd, **kw)  # tar got some way (here: all the way) when the signal came
+        raise procs.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(procs, "run", interrupted)
+    with pytest.raises(procs.Interrupted):
+        source.default_source()
+    srcdir = tmp_cache / "src"
+    assert not (srcdir / "linux-source-6.1").exists()
+    assert not list(srcdir.glob(".partial-*"))
+    # A run killed with SIGKILL leaves its staging directory: the next run removes it.
+    (srcdir / ".partial-linux-source-6.1-999999999" / "linux-source-6.1").mkdir(parents=True)
+    monkeypatch.setattr(procs, "run", real_run)
+    s = source.default_source()
+    assert (s.path / "Makefile").is_file() and len(list((s.path / "kernel").iterdir())) == 200
+    assert sorted(p.name for p in srcdir.iterdir()) == [".unpack.lock", "linux-source-6.1",
+                                                        "linux-source-6.1.wqh-unpacked"]
+
+
+def test_two_runs_at_once_unpack_once_and_both_get_the_tree(fake_debian, tmp_cache):
+    script = textwrap.dedent(f"""
+        from harness import source
+        source.DEBIAN_TARBALLS = ({str(fake_debian)!r},)
+        source._debian_version = lambda: "1"
+        print(source.default_source().path)
+    """)
+    env = _env(tmp_cache)
+    ps = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in ps]
+    assert [p.returncode for p in ps] == [0, 0, 0], outs
+    assert len({o.strip().splitlines()[-1] for o, _ in outs}) == 1
+    assert sum(e.count("unpacking") + o.count("unpacking") for o, e in outs) == 1, outs
+    assert not list((tmp_cache / "src").glob(".partial-*"))
+
+
+def test_two_builds_at_once_on_one_cache_both_succeed(tree, tmp_path):
+    cache = tmp_path / "cache"
+    results = []
+
+    def one():
+        results.append(_build(tree, cache))
+    ts = [threading.Thread(target=one) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert results[0].stdout.splitlines()[-1] == results[1].stdout.splitlines()[-1]
