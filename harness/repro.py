@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import report, runner
+from harness import runner
 from harness.errors import InfraError, InputError
 from harness.paths import SCENARIOS
 from harness.scenario import KernelSpec, Scenario, TestRef, Timeouts, VMShape
@@ -121,13 +121,13 @@ def runs_of(summary) -> list[Run]:
         out.append(Run(i, bool(r.reports), r.outcome, [x.title for x in r.reports]))
     by_index = {run.index: run for run in out}
     for vm in sorted({r.vm for r in summary.results if r.vm}):
-        console = Path(summary.out_dir) / vm / "console.log"
-        if not console.is_file():
+        found = Path(summary.out_dir) / vm / "reports.json"  # the runner's one parse of the console
+        if not found.is_file():
             continue
-        for rep in report.parse_file(console):
-            m = _RUN_OWNER.search(rep.test)
+        for rep in json.loads(found.read_text()):
+            m = _RUN_OWNER.search(rep["test"])
             if m and int(m.group(1)) in by_index:
-                by_index[int(m.group(1))].reports.append((rep.title, rep.text))
+                by_index[int(m.group(1))].reports.append((rep["title"], rep["text"]))
     return sorted(out, key=lambda x: x.index)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import accel as accel_mod
 from harness import build as build_mod
-from harness import config, patches, procs, results, source, symbolize, verdict, vm
+from harness import config, patches, procs, report, results, source, symbolize, verdict, vm
 from harness.errors import WqhError
 from harness.guest import protocol
 from harness.paths import REPO
@@ -157,8 +157,14 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     if "\nCONFIG_DEBUG_INFO=y\n" in dotconfig and b.vmlinux.is_file():
         # addr2line, not decode_stacktrace.sh: the same file:line, a fraction of the time.
         sym = symbolize.Symbolizer.for_build(b.vmlinux, use_script=False)
-    rs = verdict.decide(order, guest, vres, text, kernel_id, name, symbolizer=sym)
-    per_owner = verdict.reports_by_owner(text, sym) if guest and "kmemleak" in guest else {}
+    # The console is parsed once; its reports go to the verdicts, the leak check and reports.json
+    # (every report unmerged, with its text: what repro and the wall count).
+    found = report.parse_text(text)
+    per_owner = verdict.reports_by_owner(found)
+    if sym is not None:
+        sym.symbolize([r for reps in per_owner.values() for r in reps])
+    write_reports(vdir / "reports.json", found)
+    rs = verdict.decide(order, guest, vres, per_owner, kernel_id, name)
     for sc in scs:
         leak = verdict.leak_check(sc.name, sc.leak, guest, per_owner, kernel_id, name)
         if leak is not None:
@@ -169,6 +175,13 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
         "accel": acc.name, "accel_reason": acc.reason,
         "agent_done": bool(guest and guest.get("done"))}, indent=2) + "\n")
     return rs, vres
+
+
+def write_reports(path: Path, found: list) -> None:
+    """Every report of a VM's console, unmerged, with its text (repro and the wall count them)."""
+    path.write_text(json.dumps(
+        [{"title": r.title, "type": r.type, "test": r.test, "line": r.line, "corrupted": r.corrupted,
+          "alt_titles": r.alt_titles, "text": r.text} for r in found], indent=1) + "\n")
 
 
 def agent_command(plan_file: Path) -> str:

@@ -18,12 +18,9 @@ from harness.vm import VMResult
 _RUNNING_END = {"hang": "hang", "timeout": "timeout", "panic": "crash"}
 
 
-def reports_by_owner(console_text: str, symbolizer=None) -> dict[str, list[Report]]:
-    """The console's kernel reports per owner (test id, 'boot', 'teardown', 'wqh:kmemleak'),
-    one entry per title with its count; symbolized when a symbolize.Symbolizer is given."""
-    found = report.parse_text(console_text)
-    if symbolizer is not None:
-        symbolizer.symbolize(found)
+def reports_by_owner(found: list[Report]) -> dict[str, list[Report]]:
+    """A console's kernel reports (report.parse_*) per owner (test id, 'boot', 'teardown',
+    'wqh:kmemleak'), one entry per title with its count."""
     per_owner: dict[str, list[Report]] = {}
     for r in report.merge(found):
         per_owner.setdefault(r.test, []).append(r)
@@ -67,16 +64,13 @@ def _expected(outcome: str, expected: str, title: str | None, reps: list[Report]
 
 
 def decide(scenario_tests: list[tuple], guest: dict | None, vm: VMResult | None,
-           console_text: str, kernel: str, vm_name: str, *, symbolizer=None) -> list[TestResult]:
-    """scenario_tests: (scenario, test id, expected outcome[, expected title]) in run order.
-
-    symbolizer: a symbolize.Symbolizer for the kernel's vmlinux, to give frames file:line.
-    """
+           per_owner: dict[str, list[Report]], kernel: str, vm_name: str) -> list[TestResult]:
+    """scenario_tests: (scenario, test id, expected outcome[, expected title]) in run order;
+    per_owner: the VM console's reports (reports_by_owner), parsed once per VM by the caller."""
     by_id = {}
     if guest:
         for t in guest.get("tests", []):
             by_id[t["id"]] = t
-    per_owner = reports_by_owner(console_text, symbolizer)
     boot_reports = per_owner.get("boot", [])
     end = vm.end if vm else "no-vm"
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import repro
-from harness.results import Report, RunSummary, TestResult
+from harness import report, repro, runner
+from harness.report import Report
+from harness.results import RunSummary, TestResult
 
 
 def test_bad_c_is_exit_3_naming_the_file_and_leaves_no_output(tmp_path, wqh_cmd):
@@ -106,7 +107,7 @@ def test_runs_get_every_report_of_their_console_slice_unmerged(tmp_path):
     vm = tmp_path / "vm1-x"
     vm.mkdir()
     log = (DATA / "kcsan-plain-nr-notes-store.log").read_text()
-    (vm / "console.log").write_text(log)
+    runner.write_reports(vm / "reports.json", report.parse_text(log))  # as the runner does, once
     owner = next(line.split("wqh: begin ", 1)[1].rsplit(" .", 1)[0]
                  for line in log.splitlines() if "wqh: begin " in line)
     rep = Report(title="KCSAN: data-race in post_one_notification / watch_queue_set_size",

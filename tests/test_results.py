@@ -2,7 +2,8 @@ import json
 import xml.etree.ElementTree as ET
 
 from harness import results
-from harness.results import Report, RunSummary, TestResult
+from harness.report import Report
+from harness.results import RunSummary, TestResult
 
 
 def summary(tmp_path, outcomes):

@@ -7,6 +7,11 @@ from harness import console, report, verdict
 from harness.guest import protocol
 from harness.vm import VMResult
 
+
+def owners(text: str) -> dict:
+    """The console's reports per owner, as the runner hands them to decide() (one parse)."""
+    return verdict.reports_by_owner(report.parse_text(text))
+
 DATA = Path(__file__).resolve().parent / "data" / "console"
 SMOKE = "guest-tests/test_smoke.py::test_key_update_gives_one_record"
 PANIC = "../guest/test_vm_ends_on_purpose.py::test_panic"
@@ -26,7 +31,7 @@ def vmres(end):
 
 def test_clean_pass():
     text, guest = recorded("smoke-pass")
-    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), text, "k", "vm1")
+    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), owners(text), "k", "vm1")
     assert (r.outcome, r.as_expected, r.reports) == ("pass", True, [])
     assert r.duration_s == guest["tests"][0]["duration_s"]
     assert report.parse_text(text) == []
@@ -35,7 +40,7 @@ def test_clean_pass():
 def test_panic_in_a_test_is_a_crash_with_its_report():
     text, guest = recorded("panic")
     rs = verdict.decide([("p", PANIC, "pass"), ("p", AFTER, "pass")], guest, vmres("panic"),
-                        text, "k", "vm1")
+                        owners(text), "k", "vm1")
     assert [r.outcome for r in rs] == ["crash", protocol.LOST]
     assert rs[0].reports[0].type == "PANIC"
     # syzbot's spelling of a panic with no other report before it
@@ -46,20 +51,20 @@ def test_panic_in_a_test_is_a_crash_with_its_report():
 
 def test_expected_crash_is_xfail():
     text, guest = recorded("panic")
-    r = verdict.decide([("p", PANIC, "crash")], guest, vmres("panic"), text, "k", "vm1")[0]
+    r = verdict.decide([("p", PANIC, "crash")], guest, vmres("panic"), owners(text), "k", "vm1")[0]
     assert r.outcome == "xfail" and r.as_expected
 
 
 def test_a_test_running_at_a_hang_is_hang():
     text, guest = recorded("hang")
     rs = verdict.decide([("h", SILENCE, "pass"), ("h", AFTER, "pass")], guest, vmres("hang"),
-                        text, "k", "vm1")
+                        owners(text), "k", "vm1")
     assert [r.outcome for r in rs] == ["hang", protocol.LOST]
 
 
 def test_no_results_file_at_all_is_never_a_pass():
     text, _ = recorded("smoke-pass")
-    (r,) = verdict.decide([("smoke", SMOKE, "pass")], None, vmres("exited"), text, "k", "vm1")
+    (r,) = verdict.decide([("smoke", SMOKE, "pass")], None, vmres("exited"), owners(text), "k", "vm1")
     assert r.outcome == protocol.LOST and not r.as_expected
 
 
@@ -68,7 +73,7 @@ def test_a_report_inside_a_passing_test_makes_it_crash():
     lines = text.split("\n")
     i = next(n for n, ln in enumerate(lines) if "wqh: begin" in ln)
     lines.insert(i + 1, "[   13.01] BUG: KASAN: slab-out-of-bounds in watch_queue_set_filter+0x1f/0x2c0")
-    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), "\n".join(lines),
+    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), owners("\n".join(lines)),
                           "k", "vm1")
     assert r.outcome == "crash"
     # one header line, no "Write of size" line, no end banner: titled, and said to be cut
@@ -91,7 +96,7 @@ def test_an_oops_in_a_test_is_attributed_to_it():
     with open(REPORTS / "null-deref-pipe-read.log", encoding="utf-8", errors="replace", newline="") as fh:
         text = fh.read()
     guest = json.loads((REPORTS / "null-deref-pipe-read.guest.json").read_text())
-    rs = verdict.decide([("n", LOSS65, "pass")], guest, vmres("hang"), text, "k", "vm1")
+    rs = verdict.decide([("n", LOSS65, "pass")], guest, vmres("hang"), owners(text), "k", "vm1")
     by_id = {r.test: r for r in rs}
     hit = by_id[LOSS65 + "[65]"]
     assert hit.outcome == "crash"  # the oops explains the hang that followed
@@ -114,7 +119,7 @@ def test_the_same_title_twice_in_a_test_is_one_report_with_a_count():
                "[   13.100005]  __post_watch_notification+0x2b4/0x3c0", "[   13.100006]  </TASK>",
                "[   13.100007] ---[ end trace 0000000000000000 ]---"]
     lines[i + 1:i + 1] = warning + warning
-    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), "\n".join(lines), "k", "vm1")
+    (r,) = verdict.decide([("smoke", SMOKE, "pass")], guest, vmres("exited"), owners("\n".join(lines)), "k", "vm1")
     assert r.outcome == "crash"
     assert [(x.title, x.count, x.corrupted) for x in r.reports] == [("WARNING in post_one_notification", 2, False)]
 
@@ -125,10 +130,10 @@ def test_an_expected_crash_needs_the_expected_title():
     guest = json.loads((REPORTS / "null-deref-pipe-read.guest.json").read_text())
     right = "BUG: unable to handle kernel NULL pointer dereference in pipe_read"
     ok = {r.test: r for r in verdict.decide([("n", LOSS65, "crash", right)], guest, vmres("panic"),
-                                            text, "k", "vm1")}
+                                            owners(text), "k", "vm1")}
     assert ok[LOSS65 + "[65]"].outcome == "xfail"
     bad = {r.test: r for r in verdict.decide([("n", LOSS65, "crash", "WARNING in pipe_read")], guest,
-                                             vmres("panic"), text, "k", "vm1")}
+                                             vmres("panic"), owners(text), "k", "vm1")}
     assert bad[LOSS65 + "[65]"].outcome == "crash"
     assert "expected a report titled 'WARNING in pipe_read'" in bad[LOSS65 + "[65]"].message
     # ... and that is not what the scenario expected: the run fails.
@@ -140,7 +145,7 @@ def test_an_expected_crash_without_any_report_is_not_as_expected():
     guest = {"done": False, "tests": [{"id": "t.py::test_a", "outcome": "running",
                                        "duration_s": None, "message": ""}]}
     (r,) = verdict.decide([("s", "t.py::test_a", "crash", "KASAN: x in y")], guest,
-                          vmres("panic"), "", "k", "vm1")
+                          vmres("panic"), owners(""), "k", "vm1")
     assert (r.outcome, r.expected, r.as_expected) == ("crash", "crash", False)
 
 
@@ -148,7 +153,7 @@ def test_a_whole_file_request_gets_every_test_of_it():
     guest = {"done": True, "tests": [
         {"id": "guest-tests/t.py::test_a", "outcome": "pass", "duration_s": 0.1, "message": ""},
         {"id": "guest-tests/t.py::test_b", "outcome": "fail", "duration_s": 0.1, "message": "x"}]}
-    rs = verdict.decide([("s", "guest-tests/t.py", "pass")], guest, vmres("exited"), "", "k", "vm1")
+    rs = verdict.decide([("s", "guest-tests/t.py", "pass")], guest, vmres("exited"), owners(""), "k", "vm1")
     assert [(r.test, r.outcome) for r in rs] == [("guest-tests/t.py::test_a", "pass"),
                                                 ("guest-tests/t.py::test_b", "fail")]
 
@@ -169,7 +174,7 @@ LEAK_LOG = """\
 
 
 def test_the_leak_check_is_a_result_expected_only_with_its_title():
-    per = verdict.reports_by_owner(LEAK_LOG)
+    per = owners(LEAK_LOG)
     guest = {"done": True, "tests": [], "kmemleak": {"leaks": 1, "duration_s": 10.2}}
     r = verdict.leak_check("s", None, guest, per, "k", "vm1")
     assert (r.test, r.outcome, [x.title for x in r.reports]) == (
@@ -188,7 +193,7 @@ def test_a_new_taint_without_a_parsed_report_is_a_report():
          "taint": {"before": 0, "after": 1 << 9 | 1 << 7}},  # W and D
         {"id": "t.py::test_b", "outcome": "pass", "duration_s": 0.1, "message": "",
          "taint": {"before": 512, "after": 512}}]}
-    rs = verdict.decide([("s", "t.py", "pass")], guest, vmres("exited"), "", "k", "vm1")
+    rs = verdict.decide([("s", "t.py", "pass")], guest, vmres("exited"), owners(""), "k", "vm1")
     a, b = rs
     assert (a.outcome, [(x.title, x.type) for x in a.reports]) == ("crash", [("kernel tainted: DW", "TAINT")])
     assert (b.outcome, b.reports) == ("pass", [])

@@ -8,7 +8,8 @@ import pytest
 from harness import scenario, wall
 from harness.errors import InputError
 from harness.paths import SCENARIOS
-from harness.results import Report, TestResult
+from harness.report import Report
+from harness.results import TestResult
 
 
 def test_the_index_names_existing_scenarios_patches_and_reproducers():
