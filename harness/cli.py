@@ -152,7 +152,15 @@ def _common(probs: Problems, a) -> None:
     """The options several commands share: --kernel, --jobs, --out."""
     if hasattr(a, "kernel"):
         with probs.check():
+            validate.cache_env()
+        with probs.check():
             validate.kernel_spec(a.kernel)
+    if getattr(a, "vms", None) is not None:
+        with probs.check():
+            validate.whole("--vms", a.vms, 1, validate.MAX_CPUS)
+    if getattr(a, "samples", None) is not None:
+        with probs.check():
+            validate.whole("--samples", a.samples, 1, 1000)
     if hasattr(a, "jobs"):
         with probs.check():
             validate.whole("--jobs", a.jobs, 1, validate.MAX_JOBS)

@@ -90,6 +90,8 @@ def check_applies(read, patches: tuple[Path, ...], what: str, keys: dict[Path, s
 
     if not patches:
         return
+    if hasattr(read, "prefetch"):
+        read.prefetch([rel for p in patches for rel in _all_files(p)])
     with tempfile.TemporaryDirectory(prefix="wqh-patch-check-") as d:
         root = Path(d)
         for p in patches:
@@ -151,7 +153,7 @@ def failed_line(patch: Path, output: str) -> int:
 def _patch(root: Path, p: Path) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
-                               "--reject-file=-", "-d", str(root), "-i", str(p)],
+                               "--reject-file=-", "-d", str(root), "-i", str(Path(p).resolve())],
                               capture_output=True, text=True, errors="replace")
     except OSError as e:
         raise InfraError(f"cannot run patch: {e.strerror}", hint="apt-get install patch") from e

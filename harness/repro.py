@@ -91,10 +91,19 @@ def compile_c(src: Path, binary: Path) -> Path:
     return binary
 
 
+_COMPILED: set[tuple] = set()
+
+
 def check_compiles(src: Path) -> None:
-    """The validation phase's check of a reproducer: it compiles (into a scratch directory)."""
+    """The validation phase's check of a reproducer: it compiles (into a scratch directory).
+    A file already compiled by this process, unchanged since, is not compiled again."""
+    st = Path(src).stat()
+    key = (str(Path(src).resolve()), st.st_size, st.st_mtime_ns)
+    if key in _COMPILED:
+        return
     with tempfile.TemporaryDirectory(prefix="wqh-repro-check-") as d:
         compile_c(Path(src), Path(d) / "repro")
+    _COMPILED.add(key)
 
 
 def scenario_for(case: Path, repeat: int, timeout: float, fragments: tuple[str, ...],

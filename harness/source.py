@@ -96,6 +96,34 @@ def _unpacked(tree: Path, stamp: Path, identity: str) -> bool:
         return False
 
 
+class _TarReader:
+    """Files of the Debian tarball without unpacking it: the members a patch names, extracted
+    in one pass into a temporary directory (seconds, against half a minute for the tree)."""
+
+    def __init__(self, tarball: Path, top: str):
+        self.tarball, self.top = tarball, top
+        self.files: dict[str, bytes | None] = {}
+
+    def prefetch(self, rels: list[str]) -> None:
+        import tempfile
+
+        want = [r for r in dict.fromkeys(rels) if r not in self.files]
+        if not want:
+            return
+        with tempfile.TemporaryDirectory(prefix="wqh-tar-check-") as d:
+            procs.run(["tar", "-xf", str(self.tarball), "-C", d, "--occurrence=1",
+                       *(f"{self.top}/{r}" for r in want)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for r in want:
+                p = Path(d) / self.top / r
+                self.files[r] = p.read_bytes() if p.is_file() else None
+
+    def __call__(self, rel: str) -> bytes | None:
+        if rel not in self.files:
+            self.prefetch([rel])
+        return self.files[rel]
+
+
 def file_reader(spec: str | None):
     """rel path -> the tree's bytes of it (None: no such file), without unpacking or cloning
     anything; None when the tree is not at hand (the Debian source not unpacked yet)."""
@@ -107,10 +135,10 @@ def file_reader(spec: str | None):
 
     if not spec:
         try:
-            _, tree, stamp, identity = _debian_layout()
+            tarball, tree, stamp, identity = _debian_layout()
         except InfraError:
             return None
-        return from_dir(tree) if _unpacked(tree, stamp, identity) else None
+        return from_dir(tree) if _unpacked(tree, stamp, identity) else _TarReader(tarball, tree.name)
     path_s, ref = spec, None
     if "@" in spec:
         path_s, _, ref = spec.rpartition("@")

@@ -112,6 +112,19 @@ def out_path(key: str, path: Path | None) -> None:
             raise InputError(f"{text}: {d} is on a read-only filesystem", key=key, hint=fix)
 
 
+def cache_env() -> None:
+    """$WQH_CACHE, when set: a directory wqh can create or write, not a file or a pseudo fs."""
+    env = os.environ.get("WQH_CACHE")
+    if env is None:
+        return
+    try:
+        out_path("WQH_CACHE", Path(env))
+    except InputError as e:
+        raise InputError(e.message.replace("--out", "WQH_CACHE"), key="WQH_CACHE",
+                         hint="point WQH_CACHE at a writable directory, or unset it "
+                              "(default ~/.cache/wqh)") from None
+
+
 def input_file(key: str, path: Path, what: str, hint: str = "", file: str = "", line: int = 0) -> Path:
     """An existing, regular, readable file (a FIFO or a device would block or never end)."""
     text = str(path)

@@ -218,6 +218,11 @@ add("wall-index-missing", K("wall", "--index", "{B}/wall/nope.yaml", "--out", "{
 add("wall-index-directory", K("wall", "--index", "{B}/wall", "--out", "{OUT}", key="--index"))
 add("wall-only-unknown", K("wall", "--index", WALL_OK, "--only", "nope", "--out", "{OUT}", key="--only"))
 
+for cmd in ALL:
+    for label, v in (("a-file", "{FILE}"), ("proc", "/proc/wqh-cache"), ("under-a-file", "{FILE}/c")):
+        add(f"{cmd}-cache-env-{label}", K(*_with(cmd), "#WQH_CACHE=" + v, key="WQH_CACHE"))
+add("run-vms-too-many", K("run", SMOKE, "--vms", "1000", "--out", "{OUT}", key="--vms"))
+add("bench-samples-too-many", K("bench", "--out", "{OUT}", "--samples", "5000", key="--samples"))
 add("parse-log-missing", K("parse", "{B}/nope.log", key="log"))
 add("parse-log-directory", K("parse", "{B}", key="log"))
 add("parse-log-fifo", K("parse", "{FIFO}", key="log"))
@@ -250,11 +255,15 @@ def _fill(argv, world, tmp: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input(name, world, sandbox, capsys):
+def test_bad_input(name, world, sandbox, capsys, monkeypatch):
     argv, key, where, code = CASES[name]
     before = sorted(p.name for p in sandbox.iterdir())
+    argv = _fill(argv, world, sandbox)
+    for a in [a for a in argv if a.startswith("#WQH_CACHE=")]:
+        argv.remove(a)
+        monkeypatch.setenv("WQH_CACHE", a.split("=", 1)[1])
     try:
-        rc = cli.main(_fill(argv, world, sandbox))
+        rc = cli.main(argv)
     except SystemExit as e:  # argparse's own usage errors
         rc = e.code
     cap = capsys.readouterr()
