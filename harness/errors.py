@@ -31,6 +31,7 @@ class InputError(WqhError):
             loc = f"{loc}: key '{key}'" if loc else f"key '{key}'"
         super().__init__(f"{loc}: {message}" if loc else message, hint)
         self.file, self.line, self.key = file, line, key
+        self.detail = message  # without the location, to re-locate it (e.g. in a scenario)
 
 
 class InfraError(WqhError):
@@ -51,6 +52,7 @@ class InputErrors(InputError):
         first = self.errors[0]
         WqhError.__init__(self, first.message, first.hint)
         self.file, self.line, self.key = first.file, first.line, first.key
+        self.detail = first.detail
 
     def __str__(self) -> str:
         if len(self.errors) == 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def staged(final: Path):
     stage = staging_for(final)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
+    print(f"wqh: writing to {stage} (moved to {final} when the run ends)", file=sys.stderr, flush=True)
     try:
         yield stage
     except InputError:

@@ -194,7 +194,7 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
         try:
             names = _test_names(path)
         except InputError as e:
-            raise ctx.fail(id_node, key, e.message, e.hint) from None
+            raise ctx.fail(id_node, key, e.detail, e.hint) from None
         if names and top not in names:
             raise ctx.fail(id_node, key, f"{rel} has no test {top!r}",
                            hint=f"tests there: {', '.join(sorted(n for n in names if n.startswith(('test', 'Test'))))}")
@@ -260,7 +260,7 @@ def load(file: Path) -> Scenario:
                 try:
                     validate.memory("vm.memory", mem)
                 except InputError as e:
-                    raise ctx.fail(v["memory"][1], "vm.memory", e.message, e.hint) from None
+                    raise ctx.fail(v["memory"][1], "vm.memory", e.detail, e.hint) from None
             sc.vm = VMShape(cpus, mem)
     with probs.check():
         if "timeouts" in top:
@@ -275,7 +275,7 @@ def load(file: Path) -> Scenario:
                     try:
                         vals[name] = validate.seconds(f"timeouts.{name}", val)
                     except InputError as e:
-                        raise ctx.fail(t[name][1], f"timeouts.{name}", e.message, e.hint) from None
+                        raise ctx.fail(t[name][1], f"timeouts.{name}", e.detail, e.hint) from None
             sc.timeouts = Timeouts(**vals)
     default_expect = "pass"
     with probs.check():
@@ -323,7 +323,7 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
                 except InputError as e:
                     if e.file and e.line:  # an error inside the fragment: its own file:line
                         raise ctx.fail(n, "kernel.fragments", str(e).split("\n  fix: ")[0], e.hint) from None
-                    raise ctx.fail(n, "kernel.fragments", e.message, e.hint) from None
+                    raise ctx.fail(n, "kernel.fragments", e.detail, e.hint) from None
     if "patches" in k:
         for n in ctx.seq(k["patches"][1], "kernel.patches"):
             with probs.check():
@@ -335,7 +335,7 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
                 try:
                     patches_mod.check_form(p, "kernel.patches")
                 except InputError as e:
-                    raise ctx.fail(n, "kernel.patches", e.message, e.hint) from None
+                    raise ctx.fail(n, "kernel.patches", e.detail, e.hint) from None
                 plist.append(p)
     return KernelSpec(frags, tuple(plist))
 

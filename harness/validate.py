@@ -120,7 +120,7 @@ def cache_env() -> None:
     try:
         out_path("WQH_CACHE", Path(env))
     except InputError as e:
-        raise InputError(e.message.replace("--out", "WQH_CACHE"), key="WQH_CACHE",
+        raise InputError(e.detail.replace("--out", "WQH_CACHE"), key="WQH_CACHE",
                          hint="point WQH_CACHE at a writable directory, or unset it "
                               "(default ~/.cache/wqh)") from None
 
@@ -169,13 +169,13 @@ def fragment(name: str, relative_to: Path | None = None, key: str = "--fragment"
     try:
         path = config.resolve_fragment(name, relative_to)
     except InputError as e:
-        raise InputError(e.message, hint=e.hint, key=key, file=file, line=line) from None
+        raise InputError(e.detail, hint=e.hint, key=key, file=file, line=line) from None
     try:
         kconfig.parse_fragment(path)
     except InputError as e:
         if e.key:
             raise
-        raise InputError(e.message, hint=e.hint, file=e.file, line=e.line, key=key) from None
+        raise InputError(e.detail, hint=e.hint, file=e.file, line=e.line, key=key) from None
     return path
 
 

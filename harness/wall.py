@@ -113,7 +113,7 @@ def load_index(file: Path = INDEX) -> list[Bug]:
                 try:
                     validate.fragment(name, file.parent, f"{key}.config")
                 except InputError as e:
-                    raise ctx.fail(n, f"{key}.config", str(e) if e.line else e.message,
+                    raise ctx.fail(n, f"{key}.config", str(e).split("\n  fix: ")[0] if e.line else e.detail,
                                    e.hint) from None
         if "patch" in m:
             b.patch = (file.parent / ctx.scalar(m["patch"][1], f"{key}.patch", str)).resolve()
@@ -122,7 +122,7 @@ def load_index(file: Path = INDEX) -> list[Bug]:
             try:
                 patches_mod.check_form(b.patch, f"{key}.patch")
             except InputError as e:
-                raise ctx.fail(m["patch"][1], f"{key}.patch", e.message, e.hint) from None
+                raise ctx.fail(m["patch"][1], f"{key}.patch", e.detail, e.hint) from None
         need = {"deterministic": ("scenarios", "expected", "reproducer"),
                 "racy": ("reproducer", "patch", "expected"), "not reproduced": ("why",)}[b.kind]
         for name in need:
@@ -135,7 +135,7 @@ def load_index(file: Path = INDEX) -> list[Bug]:
             try:
                 validate.reproducer(rp, f"{key}.reproducer")
             except InputError as e:
-                raise ctx.fail(m["reproducer"][1], f"{key}.reproducer", e.message, e.hint) from None
+                raise ctx.fail(m["reproducer"][1], f"{key}.reproducer", e.detail, e.hint) from None
             b.reproducer = str(rp)
         if b.kind == "deterministic":
             b.scenario_lines = [n.start_mark.line + 1 for n in m["scenarios"][1].value] \

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, source, vm
+from harness import build, outdir, source, vm
 from harness.paths import SCENARIOS
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -30,6 +30,15 @@ def wqh(*args, timeout=3000, **kw):
 
 def results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
+
+
+def staged(out: Path, pattern: str):
+    """Files of a run in progress: it writes beside OUT, in a staging directory (outdir.py)."""
+    return out.parent.glob(f".{out.name}{outdir.PARTIAL}*/{pattern}")
+
+
+def staging_prefix(out: Path) -> str:
+    return f"{out.parent}/.{out.name}{outdir.PARTIAL}"
 
 
 def no_process_mentions(text: str) -> bool:
@@ -147,16 +156,17 @@ def test_sigterm_mid_boot_leaves_no_qemu(smoke, tmp_path):
     console = out / "vm1-*"
 
     def booting():
-        logs = list(out.glob("vm1-*/console.log"))
+        logs = list(staged(out, "vm1-*/console.log"))
         return bool(logs) and logs[0].stat().st_size > 0
 
     _wait_for(booting, 120, f"a console log under {console}")
-    assert not no_process_mentions(str(out)), "QEMU should be running now"
+    assert not no_process_mentions(staging_prefix(out)), "QEMU should be running now"
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=30)
     assert p.returncode == 128 + signal.SIGTERM
     time.sleep(0.5)
-    assert no_process_mentions(str(out)), "QEMU outlived wqh"
+    assert no_process_mentions(staging_prefix(out)), "QEMU outlived wqh"
+    assert results(out)["interrupted"] == "SIGTERM"  # what it had, moved into place, marked
     r = wqh("run", str(SCENARIOS / "smoke.yaml"), "--out", str(tmp_path / "again"))
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -195,7 +205,7 @@ def test_sigterm_with_two_vms_booting_leaves_no_qemu(smoke, tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def both_booting():
-        logs = list(out.glob("vm*-*/console.log"))
+        logs = list(staged(out, "vm*-*/console.log"))
         return len(logs) == 2 and all(f.stat().st_size > 0 for f in logs)
 
     _wait_for(both_booting, 120, "two console logs")
@@ -203,7 +213,7 @@ def test_sigterm_with_two_vms_booting_leaves_no_qemu(smoke, tmp_path):
     p.wait(timeout=30)
     assert p.returncode == 128 + signal.SIGTERM
     time.sleep(0.5)
-    assert no_process_mentions(str(out)), "QEMU outlived wqh"
+    assert no_process_mentions(staging_prefix(out)), "QEMU outlived wqh"
     assert len(list(out.glob("vm*-*"))) == 2, "a VM booted after the signal"
     outcomes = {t["outcome"] for t in results(out)["tests"]}
     assert outcomes <= {"infra-error", "lost", "pass"} and "pass" not in outcomes
