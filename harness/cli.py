@@ -207,7 +207,7 @@ def _numbers(probs: Problems, a) -> None:
 
 
 def cmd_run(a) -> int:
-    from harness import outdir, results, runner, scenario
+    from harness import config, outdir, results, runner, scenario
 
     probs = Problems()
     _common(probs, a)
@@ -216,6 +216,9 @@ def cmd_run(a) -> int:
         scs = scenario.load_all(a.scenarios)
     _patches_apply(probs, a.kernel, [(s.kernel.patches, {p: "kernel.patches" for p in s.kernel.patches},
                                        f" (kernel.patches of {s.file})") for s in scs])
+    with probs.check():
+        frags = [f for s in scs for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
+        validate.symbols_defined(probs, a.kernel, frags)
     probs.raise_if_any()
     out = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(out) as stage:
@@ -235,6 +238,8 @@ def cmd_build(a) -> int:
     validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
     pl = _patch_forms(probs, a.patch, "--patch")
     _patches_apply(probs, a.kernel, [(pl, {})])
+    with probs.check():
+        validate.symbols_defined(probs, a.kernel, _fragments(a.fragment) if not probs else ())
     probs.raise_if_any()
     src = source.resolve(a.kernel)
     with build.machine_lock():
@@ -264,6 +269,8 @@ def cmd_shell(a) -> int:
         validate.whole("--cpus", a.cpus, 1, validate.MAX_CPUS)
     with probs.check():
         validate.memory("--memory", a.memory)
+    with probs.check():
+        validate.symbols_defined(probs, a.kernel, _fragments(a.fragment) if not probs else ())
     probs.raise_if_any()
     src = source.resolve(a.kernel)
     cfg = config.merge(src, _fragments(a.fragment))
@@ -297,12 +304,16 @@ def cmd_doctor(a) -> int:
     return EXIT_OK if all(c.ok for c in cs) else EXIT_INFRA
 
 
-def _check_repro(a, patch_sets) -> None:
+def _check_repro(a, patch_sets, verify: bool = False) -> None:
     """repro/verify: options, fragments, the reproducer (compiled: gcc is the form check),
     patches; PATCH_SETS: [(option, paths)]."""
     from harness import repro
 
     probs = Problems()
+    if verify and bool(a.fix) == bool(a.bug):
+        probs.add(InputError("needs exactly one of --fix and --bug", key="--fix/--bug",
+                             hint="give either --fix PATCH (the tree has the bug) or --bug PATCH "
+                                  "(the patch puts the bug back)"))
     _common(probs, a)
     _numbers(probs, a)
     validate.fragments(probs, a.config, Path.cwd(), "--config")
@@ -314,6 +325,9 @@ def _check_repro(a, patch_sets) -> None:
         validate.reproducer(a.file)
         repro.check_compiles(a.file)
     _patches_apply(probs, a.kernel, sets)
+    with probs.check():
+        validate.symbols_defined(probs, a.kernel, _fragments(list(a.config or repro.DEFAULT_FRAGMENTS))
+                                 if not probs else ())
     probs.raise_if_any()
 
 
@@ -327,11 +341,7 @@ def cmd_repro(a) -> int:
 def cmd_verify(a) -> int:
     from harness import repro
 
-    if bool(a.fix) == bool(a.bug):
-        raise InputError("needs exactly one of --fix and --bug", key="--fix/--bug",
-                         hint="give either --fix PATCH (the tree has the bug) or --bug PATCH (the "
-                              "patch puts the bug back)")
-    _check_repro(a, [("--fix", a.fix), ("--bug", a.bug)])
+    _check_repro(a, [("--fix", a.fix), ("--bug", a.bug)], verify=True)
     return repro.verify(a)
 
 

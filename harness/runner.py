@@ -280,16 +280,19 @@ def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     summary = results.RunSummary([], t0, t0, out)
     try:
         _run(scenarios, opts, summary)
-    except procs.Interrupted as e:
-        # Tests that had no verdict yet: say so rather than leave them out.
+    except (procs.Interrupted, Exception) as e:
+        # Tests that had no verdict yet: say so rather than leave them out (an unexpected error
+        # too: results.json must never read as a pass while wqh exits 2).
+        why = (f"wqh was interrupted by {e}" if isinstance(e, procs.Interrupted)
+               else f"wqh stopped on an internal error ({type(e).__name__})")
         decided = {(r.scenario, r.test) for r in summary.results}
         for s in scenarios:
             for t in s.tests:
                 if (s.name, t.id) not in decided:
                     summary.results.append(results.TestResult(
                         scenario=s.name, test=t.id, kernel="", outcome=results.INFRA,
-                        expected=t.expect, message=f"not run: wqh was interrupted by {e}"))
-        summary.interrupted = str(e)
+                        expected=t.expect, message=f"not run: {why}"))
+        summary.interrupted = str(e) if isinstance(e, procs.Interrupted) else why
         raise
     finally:
         summary.finished = time.time()

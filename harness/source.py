@@ -124,6 +124,22 @@ class _TarReader:
         return self.files[rel]
 
 
+def tree_at_hand(spec: str | None):
+    """The tree SPEC names, without unpacking or cloning: a directory, (repository, commit) for
+    PATH@REF, or None (the Debian source not unpacked yet)."""
+    if not spec:
+        try:
+            _, tree, stamp, identity = _debian_layout()
+        except InfraError:
+            return None
+        return tree if _unpacked(tree, stamp, identity) else None
+    path_s, ref = spec, None
+    if "@" in spec:
+        path_s, _, ref = spec.rpartition("@")
+    path = Path(path_s).expanduser().resolve()
+    return (path, rev_parse(path, ref)) if ref else path
+
+
 def file_reader(spec: str | None):
     """rel path -> the tree's bytes of it (None: no such file), without unpacking or cloning
     anything; None when the tree is not at hand (the Debian source not unpacked yet)."""

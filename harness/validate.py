@@ -233,3 +233,66 @@ def reproducer(path: Path, key: str = "file") -> None:
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", file=str(path),
                          line=data[:e.start].count(b"\n") + 1, key=key, hint=hint) from None
+
+
+_CONFIG_DEF = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$", re.M)
+_symbols_cache: dict[str, frozenset[str] | None] = {}
+
+
+def tree_symbols(spec: str | None) -> frozenset[str] | None:
+    """Every symbol the tree's Kconfig files define, where the tree is at hand without any work
+    (a directory, the unpacked Debian source, a git ref); None when it is not."""
+    from harness import source
+
+    key = spec or ""
+    if key in _symbols_cache:
+        return _symbols_cache[key]
+    found: set[str] | None = None
+    root = source.tree_at_hand(spec)
+    if isinstance(root, Path):
+        found = set()
+        for dirpath, dirnames, files in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for f in files:
+                if f.startswith("Kconfig"):
+                    try:
+                        found.update(_CONFIG_DEF.findall(Path(dirpath, f).read_text(errors="replace")))
+                    except OSError:
+                        continue
+    elif isinstance(root, tuple):  # (repository, commit)
+        import subprocess
+
+        r = subprocess.run(["git", "-C", str(root[0]), "grep", "-h", "-E",
+                            r"^\s*(menu)?config\s+[A-Za-z0-9_]+\s*$", root[1], "--", "*Kconfig*"],
+                           capture_output=True, text=True, errors="replace")
+        if r.returncode == 0:
+            found = set(_CONFIG_DEF.findall(r.stdout))
+    result = frozenset(found) if found else None  # no symbol at all: not a tree we can read
+    _symbols_cache[key] = result
+    return result
+
+
+def symbols_defined(probs: Problems, spec: str | None, fragment_paths) -> None:
+    """Each option a fragment sets (but base.config, which serves several kernel versions) is
+    defined by the tree: a misspelt CONFIG_WATCH_QEUE is an input error, not a failed merge."""
+    from harness import config, kconfig
+
+    if probs:
+        return
+    with probs.check():
+        known = tree_symbols(spec)
+        if known is None:
+            return
+        base = config.resolve_fragment(config.BASE_FRAGMENT)
+        seen: set[Path] = set()
+        for f in fragment_paths:
+            if f in seen or f == base:
+                continue
+            seen.add(f)
+            for o in kconfig.parse_fragment(f):
+                if o.value != "n" and o.name not in known:
+                    with probs.check():
+                        raise InputError(f"CONFIG_{o.name} is not defined in any Kconfig of "
+                                         f"{spec or 'the default source'}", file=o.file, line=o.line,
+                                         key=f"CONFIG_{o.name}",
+                                         hint="check the spelling, or drop the option")

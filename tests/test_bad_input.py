@@ -52,6 +52,10 @@ def world(tmp_path_factory):
                GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env, capture_output=True)
+    kconf = root / "kconf"  # a tree whose Kconfig defines the options of watch-queue.config
+    shutil.copytree(fake, kconf)
+    (kconf / "Kconfig").write_text("".join(f"config {n}\n\tbool\n" for n in (
+        "WATCH_QUEUE", "KEYS", "KEY_NOTIFICATIONS")))
     plain = root / "plain.txt"
     plain.write_text("x\n")
     fifo = root / "fifo"
@@ -59,7 +63,8 @@ def world(tmp_path_factory):
     notkernel = root / "notkernel"
     notkernel.mkdir()
     return {"FAKE": str(fake), "DIRTY": str(dirty), "REPO": str(repo), "FILE": str(plain),
-            "FIFO": str(fifo), "NOTKERNEL": str(notkernel), "B": str(BAD)}
+            "FIFO": str(fifo), "NOTKERNEL": str(notkernel), "B": str(BAD),
+            "KCONF": str(kconf)}
 
 
 def K(*argv, key: str = "", where: str = "", code: int = 3):
@@ -223,6 +228,12 @@ for cmd in ALL:
         add(f"{cmd}-cache-env-{label}", K(*_with(cmd), "#WQH_CACHE=" + v, key="WQH_CACHE"))
 add("run-vms-too-many", K("run", SMOKE, "--vms", "1000", "--out", "{OUT}", key="--vms"))
 add("bench-samples-too-many", K("bench", "--out", "{OUT}", "--samples", "5000", key="--samples"))
+for cmd, opt in (("build", "--fragment"), ("shell", "--fragment"), ("repro", "--config"),
+                 ("verify", "--config")):
+    add(f"{cmd}-fragment-misspelt-symbol", K(*_with(cmd, "--kernel", "{KCONF}", opt, "{B}/frag/misspelt.config"),
+                                             key="CONFIG_WATCH_QEUE", where="misspelt.config:1"))
+add("run-fragment-misspelt-symbol", K("run", "{B}/scen/fragment-misspelt.yaml", "--kernel", "{KCONF}",
+                                      "--out", "{OUT}", key="CONFIG_WATCH_QEUE", where="misspelt.config:1"))
 add("parse-log-missing", K("parse", "{B}/nope.log", key="log"))
 add("parse-log-directory", K("parse", "{B}", key="log"))
 add("parse-log-fifo", K("parse", "{FIFO}", key="log"))
