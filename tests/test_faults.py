@@ -227,3 +227,91 @@ def test_two_builds_at_once_on_one_cache_both_succeed(tree, tmp_path):
         t.join()
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert results[0].stdout.splitlines()[-1] == results[1].stdout.splitlines()[-1]
+
+
+# --- guest faults: a real kernel (the default watch-queue one) ------------------------------
+
+FAULTS = REPO / "tests" / "data" / "faults"
+
+
+def _qemu_pids(mention: str) -> list[int]:
+    r = subprocess.run(["pgrep", "-f", mention], capture_output=True, text=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+@pytest.mark.vm
+def test_qemu_killed_mid_test_is_infra_logs_kept_next_run_works(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(WQH + ["run", str(FAULTS / "slow.yaml"), "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    prefix = f"{tmp_path}/.run"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            logs = list(tmp_path.glob(".run*/vm1-*/console.log"))
+            if logs and "wqh: begin" in logs[0].read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the test never began")
+        qemu = [pid for pid in _qemu_pids(prefix)
+                if "qemu" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+        assert qemu, "no QEMU found"
+        for pid in qemu:
+            os.kill(pid, signal.SIGKILL)
+        stdout, _ = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "Traceback" not in stdout
+    # QEMU dying under a test is infrastructure: exit 2, the test named, never a pass.
+    assert p.returncode == 2, stdout
+    res = __import__("json").loads((out / "results.json").read_text())
+    (t,) = res["tests"]
+    assert t["outcome"] == "infra-error" and "VM ended" in t["message"], t
+    assert (next(out.glob("vm1-*")) / "console.log").stat().st_size > 0  # the killed VM's log
+    assert (next(out.glob("vm1-*")) / "vng-command.txt").is_file()
+    time.sleep(0.5)
+    assert not _qemu_pids(prefix), "QEMU outlived wqh"
+    r = subprocess.run(WQH + ["run", str(REPO / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "next")],
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.vm
+def test_guest_oom_is_a_verdict_and_the_next_run_works(tmp_path):
+    out = tmp_path / "oom"
+    r = subprocess.run(WQH + ["run", str(FAULTS / "oom.yaml"), "--out", str(out)], capture_output=True,
+                       text=True, timeout=900, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert "Traceback" not in r.stdout + r.stderr
+    res = __import__("json").loads((out / "results.json").read_text())
+    (t,) = [t for t in res["tests"] if "allocates" in t["test"]]
+    assert t["outcome"] == "fail", t  # the child was OOM-killed; the agent carried on
+    console = next(out.glob("vm1-*/console.log")).read_text(errors="replace")
+    assert "Out of memory" in console or "oom-kill" in console
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not _qemu_pids(str(tmp_path)), "QEMU outlived wqh"
+    r = subprocess.run(WQH + ["run", str(REPO / "scenarios" / "smoke.yaml"), "--out", str(tmp_path / "next")],
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_internal_error_mid_run_never_leaves_a_passing_results_json(tmp_path, monkeypatch):
+    from harness import results, runner
+    from harness.scenario import Scenario, TestRef
+
+    t = TestRef("guest-tests/test_smoke.py::a", REPO / "guest-tests" / "test_smoke.py")
+    scs = [Scenario("s", tmp_path / "s.yaml", tests=[t, TestRef("guest-tests/test_smoke.py::b", t.path)])]
+
+    def half(scenarios, opts, summary):
+        summary.results.append(results.TestResult("s", t.id, "k", "pass"))
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(runner, "_run", half)
+    with pytest.raises(KeyError):
+        runner.run(scs, runner.RunOptions(out=tmp_path / "out"))
+    res = __import__("json").loads((tmp_path / "out" / "results.json").read_text())
+    assert res["exit_code"] == 2 and res["interrupted"].startswith("wqh stopped on an internal error")
+    assert [x["outcome"] for x in res["tests"]] == ["pass", "infra-error"]
