@@ -16,6 +16,7 @@ panic_on_warn) belongs to that report however far below it comes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from collections.abc import Iterable
@@ -297,7 +298,12 @@ def describe(kind: rr.Kind, lines: list[str]) -> Description:
     desc, alts, corrupted, used = "", [], "", None
     first = len(text)
     matched = False
-    for f in kind.formats:
+    # A format whose title matches in the first line matches before any other: look there first.
+    line0 = lines[0] if lines else ""
+    head = len(line0)
+    formats = [f for f in kind.formats if f.literal in line0 and (f.title.search(text, 0, head) or (
+        f.multiline and (m := f.title.search(text)) is not None and m.start() < head))] or kind.formats
+    for f in formats:
         m = f.title.search(text)
         if not m or m.start() > first or (m.start() == first and desc):
             continue
@@ -398,7 +404,7 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
                 if "should_fail" in ln and rr.CORRUPTED_ANY.search(ln):
                     ok = False
                     break
-                if rr.STACK_START_ANY.search(ln):
+                if _maybe_stack_start(ln) and rr.STACK_START_ANY.search(ln):
                     break
                 if p != len(parts) - 1:
                     m = parts[p + 1].search(ln)
@@ -406,7 +412,7 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
                         _append(raw, m, skip)
                         p += 1
                         break
-                m = rr.FRAME_LINE[0].match(ln) or rr.FRAME_LINE[1].match(ln)
+                m = rr.FRAME_LINE[0].match(ln) or (" from " in ln and rr.FRAME_LINE[1].match(ln))
                 if m:
                     _append(raw, m, skip)
         else:
@@ -423,10 +429,20 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
         p += 1
 
 
+def _maybe_stack_start(ln: str) -> bool:
+    """A cheap test every line of rr.STACK_START passes."""
+    return "race" in ln or "Allocated" in ln or "Freed" in ln or "Uninit" in ln
+
+
 def _append(raw: list[str], m: re.Match, skip: re.Pattern) -> None:
+    known = _SKIPPED[skip]
     for name in m.groups():
-        if name and not skip.search(name):
-            raw.append(name)
+        if name:
+            s = known.get(name)
+            if s is None:
+                s = known[name] = bool(skip.search(name))
+            if not s:
+                raw.append(name)
 
 
 def _key(stack: rr.Stack, raw: list[str]) -> tuple[str, str] | None:
@@ -461,11 +477,9 @@ def _corrupted(title: str, text: str, fmt: rr.Format | None) -> str:
     if fmt is None or fmt.no_stack:
         return ""
     seen = False
-    for key in rr.STACK_START:
-        m = key.search(text)
-        if not m:
-            continue
-        after = text[m.start():].split("\n")
+    firsts = (m.start() for m in (k.search(text) for k in rr.STACK_START) if m)
+    for start in firsts:  # each kind of stack start, where it first comes
+        after = text[start:].split("\n", 17)
         if len(after) < 4:
             return "stack cut off after its first line"
         for ln in after[1:16]:
@@ -496,6 +510,15 @@ def build(kind: rr.Kind, bodies: list[str], frames: list[Frame]) -> Report:
 def normalize(title: str) -> str:
     """What varies between reports of one bug out (report_rules.TITLE_NORMALIZE), printable,
     single spaces, at most TITLE_MAX characters."""
+    done = _NORMALIZED.get(title)
+    if done is None:
+        if len(_NORMALIZED) > 100_000:
+            _NORMALIZED.clear()
+        done = _NORMALIZED[title] = _normalize(title)
+    return done
+
+
+def _normalize(title: str) -> str:
     title = _SUFFIX.sub(r"\1", title)
     for pat, repl in rr.TITLE_NORMALIZE:
         while True:
@@ -523,6 +546,9 @@ class _SkipCache(dict):
 
 
 _SKIP = _SkipCache()
+# Whether a function is skipped, per skip regex: names repeat from report to report.
+_SKIPPED: dict[re.Pattern, dict[str, bool]] = collections.defaultdict(dict)
+_NORMALIZED: dict[str, str] = {}
 
 # --- frames: every frame of a report, for symbolizing and for the reader ------------------------
 
@@ -589,7 +615,12 @@ def frames_of(bodies: list[str], start: int) -> list[Frame]:
             frames.append(f)
     section, irq = "pre", False
     for b in bodies[start + n:]:
-        sm = SECTIONS.search(b)
+        m = FRAME.match(b) if b[:1] == " " else None  # most lines of a report: a frame
+        if m and (m["off"] or m["file"] or m["inl"]):
+            if not m["q"]:
+                frames.append(_frame(m, section, irq))
+            continue
+        sm = SECTIONS.search(b) if b[:1] != " " or "backtrace" in b or "acquired at" in b else None
         if sm:
             section, irq = sm.lastgroup, False
         else:

@@ -26,6 +26,7 @@ kernel/hung_task.c, kernel/rcu/tree_stall.h, kernel/watchdog.c, kernel/sched/cor
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ STACK_START = tuple(rx(s) for s in (
     r"Call (?:T|t)race", r"Allocated:", r"Allocated by task [0-9]+:", r"Freed:", r"Freed by task [0-9]+:",
     r"[^k] backtrace(?: \(crc [0-9a-fA-F]*\))?:",  # kmemleak's, not lockdep's "stack backtrace:"
     r"Backtrace:", r"Uninit was stored to memory at"))
-STACK_START_ANY = rx("|".join(f"(?:{p.pattern})" for p in STACK_START))
+STACK_START_ANY = rx("|".join(f"({p.pattern})" for p in STACK_START))  # group n: STACK_START[n-1]
 # A frame line: "  [<ffffffff81266510>] func+0x3b0/0x6a0", " func.isra.0+0x1a/0x20 [mod]".
 FRAME_LINE = (rx(r"^ *(?:{{PC}} ){0,2}{{FUNC}}"),
               rx(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"))  # arm
@@ -213,6 +214,18 @@ class Format:
     lead: Pattern | None = None  # lines before the start, from the last one matching, belong to it
     any_context: bool = False  # takes lines of every printk caller (stalls dump other CPUs)
     follows: bool = False      # a consequence: it belongs to the report before it, however far
+
+    @functools.cached_property
+    def multiline(self) -> bool:
+        return "\\n" in self.title.pattern
+
+    @functools.cached_property
+    def literal(self) -> str:
+        """The text every match of its title starts with: a cheap test before the regex."""
+        return _LITERAL.match(self.title.pattern).group().replace("\\", "")
+
+
+_LITERAL = re.compile(r"(?:[A-Za-z0-9_:,#' -]|\\[-.])*(?![*+?{])")
 
 
 def rip_trace(*skip: str, extractor: str = "") -> Stack:
