@@ -107,6 +107,10 @@ class Scanner:
     open: dict[str | None, _Open] = field(default_factory=dict)
     done: list[Report] = field(default_factory=list)
     last_end: int = 0  # line number where the last report ended: look-backs stop there
+    # Reports cut by another report of their printk caller: syzbot titles them on every later
+    # line of that caller, so they go on collecting lines for their title until they have
+    # TITLE_LINES, a panic comes or the log ends.
+    pending: dict[str, list[tuple[_Open, list[Frame]]]] = field(default_factory=dict)
     tail: str = ""
     # Whether the kernel's lines carry timestamps; then a line without one is user space
     # (pytest, the shell) and never starts a report.
@@ -146,6 +150,8 @@ class Scanner:
     def finish(self) -> list[Report]:
         for rep in list(self.open.values()):
             self._close(rep, self.line_no)  # the log ends inside it
+        for key in list(self.pending):
+            self._settle(key)
         self.done.sort(key=lambda r: r.line)
         return self.done
 
@@ -153,6 +159,8 @@ class Scanner:
 
     def _line(self, raw: str, chunk: str, pos: int) -> None:
         body, key = console.split_line(raw)
+        if key in self.pending:
+            self._feed_pending(key, body)
         rep = self.open.get(key) or self._any_context()
         if rep and rep.fmt.end.block is not None and not rep.fmt.end.block.match(body):
             self._close(rep, self.line_no - 1)  # this line is no longer part of it
@@ -161,6 +169,8 @@ class Scanner:
             own = self.open.get(key)
             if own:
                 self._close(own, self.line_no - 1)  # the test ended inside it
+            for k in list(self.pending):
+                self._settle(k)  # a test's reports are titled on its own lines
             return
         kind, fmt = _start(body) if key is not None or not self.stamped else (None, None)
         if kind is not None:
@@ -175,15 +185,16 @@ class Scanner:
                         and len(own.bodies) - own.start > rr.CONSEQUENCE_AFTER:
                     own.upto = len(own.bodies) - 1
                 return
-            if fmt.follows and not own and (self.open or self.done):
+            live = list(self.open.values()) + [r for reps in self.pending.values() for r, _ in reps]
+            if fmt.follows and not own and (live or self.done):
                 # The consequence of the report before it (another CPU's, or long closed).
-                if self.open:
-                    max(self.open.values(), key=lambda o: o.line_no).lines.append(raw)
+                if live:
+                    max(live, key=lambda o: o.line_no).lines.append(raw)
                 else:
-                    self.done[-1].text += "\n" + raw
+                    max(self.done, key=lambda r: r.line).text += "\n" + raw
                 return
             if own:
-                self._close(own, self.line_no - 1)  # another report began
+                self._close(own, self.line_no - 1, cut=True)  # another report began
             self._begin(kind, fmt, key, raw, body, chunk, pos)
             return
         if rep is None:
@@ -240,14 +251,35 @@ class Scanner:
         elif len(rep.lines) >= 2000:
             self._close(rep, self.line_no)  # its end never came
 
-    def _close(self, rep: _Open, end_no: int) -> None:
+    def _close(self, rep: _Open, end_no: int, cut: bool = False) -> None:
         del self.open[rep.key]
-        report = build(rep.kind, rep.bodies[rep.start:rep.upto], frames_of(rep.bodies, rep.start))
+        self.last_end = max(self.last_end, end_no)
+        frames = frames_of(rep.bodies, rep.start)
+        if cut and rep.key and rep.upto is None and len(rep.bodies) - rep.start < TITLE_LINES:
+            self.pending.setdefault(rep.key, []).append((rep, frames))
+            return
+        self._done(rep, frames)
+
+    def _feed_pending(self, key: str, body: str) -> None:
+        for rep, _ in self.pending[key]:
+            if rep.upto is None:
+                if "Kernel panic - not syncing" in body and len(rep.bodies) - rep.start > rr.CONSEQUENCE_AFTER:
+                    rep.upto = len(rep.bodies)  # syzbot leaves out what follows the panic
+                else:
+                    rep.bodies.append(body)
+        if all(rep.upto is not None or len(rep.bodies) - rep.start >= TITLE_LINES for rep, _ in self.pending[key]):
+            self._settle(key)
+
+    def _settle(self, key: str) -> None:
+        for rep, frames in self.pending.pop(key):
+            self._done(rep, frames)
+
+    def _done(self, rep: _Open, frames: list[Frame]) -> None:
+        report = build(rep.kind, rep.bodies[rep.start:rep.upto], frames)
         report.test = rep.owner
         report.text = "\n".join(rep.lines)
         report.line = rep.line_no
         self.done.append(report)
-        self.last_end = max(self.last_end, end_no)
 
 
 def _same_header(rep: _Open, body: str) -> bool:

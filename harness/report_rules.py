@@ -313,7 +313,7 @@ def _bug_formats() -> tuple[Format, ...]:
         Format("soft-lockup", rx(r"BUG: soft lockup"), "BUG: soft lockup in {0}", alt=("stall in {0}",),
                stack=rip_trace(extractor="stall"), any_context=True),
         Format("locks-held-bug", rx(r"BUG: .*still has locks held!"), "BUG: still has locks held in {0}",
-               report=rx(r"BUG: .*still has locks held!(?:.*\n)+?.*{{PC}} +{{FUNC}}"), end=ONE_LINE_HELD),
+               report=rx(r"BUG: .*still has locks held!(?:.*\n)+?.*{{PC}} +{{FUNC}}"), end=LOCKDEP_END, lead=BANNER),
         Format("atomic-sched", rx(r"BUG: scheduling while atomic"), "BUG: scheduling while atomic in {0}",
                stack=trace("schedule")),
         Format("user-locks-bug", rx(r"BUG: lock held when returning to user space"),
@@ -385,8 +385,7 @@ def _warning_formats() -> tuple[Format, ...]:
         Format("locking-bug", rx(r"WARNING: .*kernel/locking/lockdep\.c.*lock_"), "WARNING: locking bug in {0}",
                stack=warning_stack("lock_sock", "release_sock"), **cut),
         Format("locks-held", rx(r"WARNING: .*still has locks held!"), "WARNING: still has locks held in {0}",
-               report=rx(r"WARNING: .*still has locks held!(?:.*\n)+?.*at: {{FUNC}}"), end=ONE_LINE_HELD,
-               lead=BANNER),
+               report=rx(r"WARNING: .*still has locks held!(?:.*\n)+?.*at: {{FUNC}}"), **lockdep),
         Format("nested-lock", rx(r"WARNING: Nested lock was not taken"), "WARNING: nested lock was not taken in {0}",
                stack=warning_stack(), **lockdep),
         Format("user-locks", rx(r"WARNING: lock held when returning to user space"),
@@ -509,7 +508,7 @@ def _panic_formats() -> tuple[Format, ...]:
                "kernel panic: panic_on_warn set", corrupted=True, follows=True, **p),
         Format("hung-panic", rx(r"Kernel panic - not syncing: hung_task: blocked tasks"),
                "kernel panic: hung_task: blocked tasks", corrupted=True, follows=True, **p),
-        Format("panic-consequence", rx(r"Kernel panic - not syncing: (?:\S+: )?(?:panic_on_oops|kasan\.fault=panic"
+        Format("panic-consequence", rx(r"Kernel panic - not syncing: (?:\S+: )?(?:panic_on_warn|panic_on_oops|kasan\.fault=panic"
                                        r"|softlockup: hung tasks|RCU Stall|panic_on_kmsan|Fatal machine check)"),
                "kernel panic: {0}", report=rx(r"Kernel panic - not syncing: (.*)"), follows=True, **p),
         Format("panic", rx(r"Kernel panic - not syncing: (.*)"), "kernel panic: {0}", **p),
