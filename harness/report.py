@@ -371,7 +371,7 @@ def describe(kind: rr.Kind, lines: list[str]) -> Description:
         corrupted = "only a fragment of a report"
     title = normalize(desc)
     if not corrupted:
-        corrupted = _corrupted(title, text, used)
+        corrupted = _corrupted(desc, text, used)  # the title as printed: timestamps still in it
     alts = [a for a in dict.fromkeys(normalize(a) for a in alts) if a != title]
     fm = _TITLE_FRAME.match(title)
     frame = fm.group(1) if fm and fm.group(1) != "corrupted" else ""
