@@ -125,6 +125,8 @@ def make_parser() -> argparse.ArgumentParser:
                     help="also time the whole default run from an empty cache (builds every kernel)")
     be.add_argument("--boots-only", action="store_true",
                     help="only the boot figures: smoke warm re-run, bare boots, sanitizer profiles")
+    be.add_argument("--parse-only", action="store_true",
+                    help="only the log parser's throughput (a 100 MB log of real consoles; and a dense one)")
     be.add_argument("--samples", type=_positive, default=3, metavar="N",
                     help="boots measured per boot figure; the median is reported (default 3)")
 
