@@ -362,7 +362,7 @@ def _bug_formats() -> tuple[Format, ...]:
     )
 
 
-ONE_LINE_HELD = End(block=rx(r"^(?:-+|\S+ #\d+\b.*|\S+ is leaving the kernel with locks still held!"
+ONE_LINE_HELD = End(block=rx(r"^(?:-+|\S+ #\d+\b.*|\S+ .*[Tt]ainted.*|\S+ is leaving the kernel with locks still held!"
                              r"|\d+ locks? held by .*|\s+#\d+: .*|\s*|.*still has locks held!)$"))
 
 
