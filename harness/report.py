@@ -433,7 +433,7 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
             while i < len(lines):
                 ln = lines[i]
                 i += 1
-                if "should_fail" in ln and rr.CORRUPTED_ANY.search(ln):
+                if _injected(ln):
                     ok = False
                     break
                 if _maybe_stack_start(ln) and rr.STACK_START_ANY.search(ln):
@@ -451,7 +451,7 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
             while i < len(lines):
                 ln = lines[i]
                 i += 1
-                if "should_fail" in ln and rr.CORRUPTED_ANY.search(ln):
+                if _injected(ln):
                     ok = False
                     break
                 m = part.search(ln)
@@ -459,6 +459,11 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
                     _append(raw, m, skip)
                     break
         p += 1
+
+
+def _injected(ln: str) -> bool:
+    """A fault-injection frame: the report around it mixes two stacks."""
+    return "should_fail" in ln and rr.CORRUPTED_ANY.search(ln) is not None
 
 
 def _maybe_stack_start(ln: str) -> bool:
