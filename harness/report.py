@@ -161,10 +161,10 @@ class Scanner:
         body, key = console.split_line(raw)
         if key in self.pending:
             self._feed_pending(key, body)
-        rep = self.open.get(key) or self._any_context()
+        rep = self.open.get(key) or (self._any_context() if self.open else None)
         if rep and rep.fmt.end.block is not None and not rep.fmt.end.block.match(body):
             self._close(rep, self.line_no - 1)  # this line is no longer part of it
-            rep = self.open.get(key) or self._any_context()
+            rep = self.open.get(key) or (self._any_context() if self.open else None)
         if self.owners.see(body):
             own = self.open.get(key)
             if own:
@@ -472,7 +472,7 @@ def _maybe_stack_start(ln: str) -> bool:
 
 
 def _append(raw: list[str], m: re.Match, skip: re.Pattern) -> None:
-    known = _SKIPPED[skip]
+    known = _SKIPPED[id(skip)]
     for name in m.groups():
         if name:
             s = known.get(name)
@@ -584,7 +584,7 @@ class _SkipCache(dict):
 
 _SKIP = _SkipCache()
 # Whether a function is skipped, per skip regex: names repeat from report to report.
-_SKIPPED: dict[re.Pattern, dict[str, bool]] = collections.defaultdict(dict)
+_SKIPPED: dict[int, dict[str, bool]] = collections.defaultdict(dict)  # by id() of a cached regex
 _NORMALIZED: dict[str, str] = {}
 
 # --- frames: every frame of a report, for symbolizing and for the reader ------------------------
