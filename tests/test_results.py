@@ -66,3 +66,36 @@ def test_ktap_and_table(tmp_path):
     assert "crash  <--" in table
     assert "report: KASAN: slab-out-of-bounds Write in f (x2)" in table
     assert "summary: 1 crash, 1 pass in 12.5s" in table
+
+
+def test_an_unexpected_skip_is_one_failure_in_junit_and_not_a_skip_in_ktap(tmp_path):
+    s = summary(tmp_path, [("skip", "pass"), ("skip", "skip")])
+    results.write_all(s)
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "1", "1")
+    first, second = suite.findall("testcase")
+    assert first.find("failure") is not None and first.find("skipped") is None
+    assert second.find("skipped") is not None and second.find("failure") is None
+    ktap = (tmp_path / "results.ktap").read_text().splitlines()
+    assert ktap[2] == "not ok 1 s:t0.py::test_0" and ktap[4] == "ok 2 s:t1.py::test_1 # SKIP"
+
+
+def test_the_kernels_own_ktap_parser_reads_our_verdicts(tmp_path):
+    """tools/testing/kunit/kunit.py parse, from the kernel source wqh unpacked: a failure there
+    too, the expected skip a skip, nothing counted twice."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from harness import build
+
+    kunit = build.cache_dir() / "src" / "linux-source-6.1" / "tools" / "testing" / "kunit" / "kunit.py"
+    if not kunit.is_file():
+        pytest.skip(f"no unpacked kernel source with {kunit.name} in the cache yet")
+    s = summary(tmp_path, [("pass", "pass"), ("skip", "pass"), ("skip", "skip")])
+    results.write_all(s)
+    p = subprocess.run([sys.executable, str(kunit), "parse", str(tmp_path / "results.ktap")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Ran 3 tests: passed: 1, failed: 1, skipped: 1" in p.stdout, p.stdout
