@@ -381,8 +381,8 @@ def cmd_parse(a) -> int:
         with probs.check():
             validate.input_file("--vmlinux", a.vmlinux, "vmlinux",
                                 "give the vmlinux of the kernel that printed the log")
-    if a.kernel_tree is not None and not a.kernel_tree.is_dir():
-        with probs.check():
+    with probs.check():
+        if a.kernel_tree is not None and not a.kernel_tree.is_dir():
             raise InputError(f"--kernel-tree {a.kernel_tree}: no such directory", key="--kernel-tree",
                              hint="give the source tree of that kernel, or leave the option out")
     probs.raise_if_any()

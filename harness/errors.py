@@ -101,4 +101,12 @@ class _Catch:
         if isinstance(exc, InputError):
             self.probs.add(exc)
             return True
+        if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, UnicodeError):
+            # Checking a path the user gave can fail on the path itself (too long, a loop of
+            # links, a NUL byte): that is the input's fault, said as such.
+            what = getattr(exc, "filename", None)
+            why = getattr(exc, "strerror", None) or str(exc)
+            self.probs.add(InputError(f"{what}: {why}" if what else why,
+                                      hint="check the paths given on the command line"))
+            return True
         return False

@@ -104,7 +104,12 @@ class _Ctx:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, key, f"expected {_TYPE_NAMES[typ]}, got {_kind(node)}",
                             hint=f"write {_TYPE_NAMES[typ]} here")
-        value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        try:
+            value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise self.fail(node, key, f"cannot read this value: {problem}",
+                            hint=f"write {_TYPE_NAMES[typ]} here, without a '!!' tag") from None
         if typ is float and isinstance(value, str) and node.style is None and _FLOAT12.match(value):
             value = float(value)  # YAML 1.2 reads 1e3 as a number; PyYAML (1.1) as a string
         if typ is float and isinstance(value, int) and not isinstance(value, bool):

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 from harness.errors import InputError, Problems
@@ -77,6 +78,11 @@ def out_path(key: str, path: Path | None) -> None:
     if "\0" in text or not text.strip():
         raise InputError(f"{text!r} is not a usable path", key=key, hint=fix)
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{text!r} is not UTF-8: results name their paths in JSON and XML",
+                         key=key, hint=fix) from None
+    try:
         p = Path(os.path.abspath(path.expanduser()))
     except (OSError, ValueError, RuntimeError) as e:
         raise InputError(f"{text}: {e}", key=key, hint=fix) from None
@@ -110,6 +116,13 @@ def out_path(key: str, path: Path | None) -> None:
             rdonly = False
         if rdonly:
             raise InputError(f"{text}: {d} is on a read-only filesystem", key=key, hint=fix)
+        # The only proof that a directory takes new entries (root, ACLs, immutable flags): make
+        # one, and remove it at once.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".wqh-probe-", dir=d))
+        except OSError as e:
+            raise InputError(f"{text}: cannot create anything in {d}: {e.strerror}", key=key,
+                             hint=fix) from None
 
 
 def cache_env() -> None:
@@ -170,6 +183,9 @@ def fragment(name: str, relative_to: Path | None = None, key: str = "--fragment"
         path = config.resolve_fragment(name, relative_to)
     except InputError as e:
         raise InputError(e.detail, hint=e.hint, key=key, file=file, line=line) from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"fragment {name[:80]!r}: {getattr(e, 'strerror', None) or e}", key=key,
+                         file=file, line=line, hint="give a fragment name or a path to one") from None
     try:
         kconfig.parse_fragment(path)
     except InputError as e:

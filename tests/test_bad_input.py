@@ -113,7 +113,7 @@ for cmd in ALL:
 for cmd in WITH_OUT:
     for label, v in (("existing-file", "{FILE}"), ("proc", "/proc/wqh-out"), ("sys", "/sys/wqh-out"),
                      ("under-a-file", "{FILE}/sub"), ("root", "/"), ("dev-null", "/dev/null"),
-                     ("long-name", "{T}/" + "x" * 300)):
+                     ("long-name", "{T}/" + "x" * 300), ("not-utf8", "{T}/\udcff")):
         add(f"{cmd}-out-{label}", K(*_with(cmd, drop_out=True), "--out", v, key="--out"))
 
 for cmd in ("repro", "verify", "wall"):
@@ -189,6 +189,8 @@ SCENS = {
     "patch-escape": (2, "kernel.patches"), "patch-dir": (2, "kernel.patches"),
     "test-latin1-file": (2, "tests[0]"), "two-errors": (2, "vm.cpus"), "expect-bad": (1, "expect"),
     "dup-key": (2, "name"), "tab-indent": (2, ""), "latin1": (1, ""), "utf16": (1, ""),
+    "python-tag": (2, "vm.cpus"), "bad-float-tag": (2, "timeouts.total"),
+    "fragment-name-too-long": (2, "kernel.fragments"),
 }
 for stem, (line, key) in SCENS.items():
     f = f"{{B}}/scen/{stem}.yaml"
@@ -240,6 +242,8 @@ add("parse-log-fifo", K("parse", "{FIFO}", key="log"))
 add("parse-vmlinux-missing", K("parse", "{FILE}", "--vmlinux", "{B}/nope", key="--vmlinux"))
 add("parse-vmlinux-fifo", K("parse", "{FILE}", "--vmlinux", "{FIFO}", key="--vmlinux"))
 add("parse-kernel-tree-missing", K("parse", "{FILE}", "--kernel-tree", "{B}/nope", key="--kernel-tree"))
+add("parse-kernel-tree-too-long", K("parse", "{FILE}", "--kernel-tree", "x" * 5000))
+add("list-scenario-path-too-long", K("list", "x" * 5000 + ".yaml"))
 add("unknown-option", K("run", "--frobnicate"))
 add("jobs-not-a-number", K("build", "--jobs", "many"))
 add("accel-unknown", K("run", SMOKE, "--accel", "fast"))
