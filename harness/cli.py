@@ -353,8 +353,15 @@ def cmd_wall(a) -> int:
     probs = Problems()
     _common(probs, a)
     _numbers(probs, a)
+    bugs = []
     with probs.check():
-        wall.check(a)
+        bugs = wall.check(a)
+    index = a.index or wall.INDEX
+    sets = [(s.kernel.patches, {p: "kernel.patches" for p in s.kernel.patches},
+             f" (kernel.patches of {s.file})") for s in wall.chosen_scenarios(bugs, index)] if not probs else []
+    sets += [((b.patch,), {b.patch: "patch"}, f" (patch of {b.fix} in {index})")
+             for b in bugs if b.kind == "racy" and b.patch and a.racy]
+    _patches_apply(probs, a.kernel, sets)
     probs.raise_if_any()
     return wall.main(a)
 

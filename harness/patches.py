@@ -59,19 +59,21 @@ def check_form(patch: Path, key: str = "--patch", file: str = "", line: int = 0)
 
     validate.input_file(key, patch, "patch", PATCH_HINT, file=file, line=line)
     data = patch.read_bytes()
+    # The patch's own file:line, unless the caller locates the error (a scenario's line).
+    at = (lambda n: {"file": file, "line": line}) if file else (lambda n: {"file": str(patch), "line": n})
     if b"\0" in data:
-        raise InputError(f"patch {patch} is binary, not a diff", key=key, file=file, line=line,
-                         hint=PATCH_HINT)
+        raise InputError("binary, not a diff", key=key, hint=PATCH_HINT,
+                         **at(data[:data.index(b"\0")].count(b"\n") + 1))
     lines = data.decode("utf-8", errors="replace").splitlines()
     targets = [(i, m.group(1)) for i, ln in enumerate(lines, 1) for m in [_DIFF_TARGET.match(ln)] if m]
     if not targets or not any(_HUNK.match(ln) for ln in lines):
-        raise InputError(f"patch {patch} has no unified diff in it (no '+++ b/FILE' and '@@' "
-                         "hunk lines)", key=key, file=file, line=line, hint=PATCH_HINT)
+        raise InputError(f"patch {patch.name} has no unified diff in it (no '+++ b/FILE' and '@@' "
+                         "hunk lines)", key=key, hint=PATCH_HINT, **at(targets[0][0] if targets else 1))
     for i, rel in targets:
         parts = Path(rel).parts
         if rel != "/dev/null" and (rel.startswith("/") or ".." in parts):
-            raise InputError(f"patch {patch}:{i} names {rel!r}, outside the kernel tree", key=key,
-                             file=file, line=line, hint=PATCH_HINT)
+            raise InputError(f"patch {patch.name} names {rel!r}, outside the kernel tree", key=key,
+                             hint=PATCH_HINT, **at(i))
 
 
 def tree_reader(src: KernelSource):

@@ -133,9 +133,12 @@ for cmd, opt in (("build", "--fragment"), ("shell", "--fragment"), ("repro", "--
     for label, v, where, key in FRAGS:
         add(f"{cmd}-fragment-{label}", K(*_with(cmd, opt, v), key=key or opt, where=where))
 
-PATCHES = (("missing", "{B}/patches/nope.patch", ""), ("not-a-diff", "{B}/patches/not-a-diff.patch", ""),
-           ("no-hunk", "{B}/patches/no-hunk.patch", ""), ("escape", "{B}/patches/escape.patch", ""),
-           ("binary", "{B}/patches/binary.patch", ""), ("empty", "{B}/patches/empty.patch", ""),
+PATCHES = (("missing", "{B}/patches/nope.patch", ""), ("not-a-diff", "{B}/patches/not-a-diff.patch",
+                                                         "not-a-diff.patch:1"),
+           ("no-hunk", "{B}/patches/no-hunk.patch", "no-hunk.patch:2"),
+           ("escape", "{B}/patches/escape.patch", "escape.patch:2"),
+           ("binary", "{B}/patches/binary.patch", "binary.patch:1"), ("empty", "{B}/patches/empty.patch",
+                                                                     "empty.patch:1"),
            ("directory", "{B}/patches", ""), ("fifo", "{FIFO}", ""))
 for cmd, opt in (("build", "--patch"), ("repro", "--patch"), ("verify", "--bug")):
     base = _with(cmd) if cmd != "verify" else ["verify", OKC, "--out", "{OUT}"]
