@@ -68,6 +68,7 @@ class Scenario:
     # The end-of-run kmemleak check (kmemleak kernels only): None = no leak allowed, else the
     # title of the leak this scenario expects (e.g. a re-introduced bug).
     leak: str | None = None
+    name_line: int = 1  # where the name is set (line 1 when it is the file's stem)
 
 
 # --- schema walking ------------------------------------------------------------------
@@ -241,6 +242,7 @@ def load(file: Path) -> Scenario:
     with probs.check():
         if "name" in top:
             sc.name = ctx.scalar(top["name"][1], "name", str)
+            sc.name_line = top["name"][1].start_mark.line + 1
             if not sc.name.strip() or any(not c.isprintable() for c in sc.name) or "/" in sc.name:
                 raise ctx.fail(top["name"][1], "name", f"bad scenario name {sc.name!r}",
                                hint="a short printable name without '/', e.g. smoke")
@@ -385,11 +387,13 @@ def load_all(paths: list[str]) -> list[Scenario]:
     for p in discover(paths):
         with probs.check():
             scs.append(load(p))
-    probs.raise_if_any()
     seen: dict[str, Path] = {}
     for s in scs:
         if s.name in seen:
-            raise InputError(f"scenario name {s.name!r} is also used by {seen[s.name]}",
-                             file=str(s.file), key="name", hint="give each scenario its own name")
+            probs.add(InputError(f"scenario name {s.name!r} is also used by {seen[s.name]}",
+                                 file=str(s.file), line=s.name_line, key="name",
+                                 hint="give each scenario its own name"))
+            continue
         seen[s.name] = s.file
+    probs.raise_if_any()
     return scs

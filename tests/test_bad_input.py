@@ -205,6 +205,8 @@ add("run-two-files-both-reported", K("run", "{B}/scen/cpus-zero.yaml", "{B}/scen
                                      "--out", "{OUT}", key="vm.memory", where="memory-zero.yaml:2"))
 add("run-scenario-and-option-both", K("run", "{B}/scen/cpus-zero.yaml", "--jobs", "0", "--out", "{OUT}",
                                       key="--jobs", where="cpus-zero.yaml:2"))
+add("run-duplicate-scenario-names", K("run", "{B}/scen/name-slash.yaml", "{B}/dup-name/a.yaml",
+                                     "{B}/dup-name/b.yaml", "--out", "{OUT}", key="name", where="b.yaml:1"))
 add("run-scenario-patch-does-not-apply", K("run", "{B}/scen/patch-does-not-apply.yaml", "--kernel",
                                            "{FAKE}", "--out", "{OUT}", key="kernel.patches",
                                            where="does-not-apply.patch:5"))
