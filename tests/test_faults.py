@@ -315,3 +315,28 @@ def test_an_internal_error_mid_run_never_leaves_a_passing_results_json(tmp_path,
     res = __import__("json").loads((tmp_path / "out" / "results.json").read_text())
     assert res["exit_code"] == 2 and res["interrupted"].startswith("wqh stopped on an internal error")
     assert [x["outcome"] for x in res["tests"]] == ["pass", "infra-error"]
+
+
+def test_sigint_during_wall_keeps_what_ran_marked_interrupted(tmp_path, tmp_cache, monkeypatch, capsys):
+    """The wall's runs are staged like any run: a signal mid-wall moves what it has into --out,
+    its results.json says interrupted, and nothing is left beside it."""
+    from harness import cli, results, runner, wall
+
+    det = next(b for b in wall.load_index() if b.kind == "deterministic")
+
+    def interrupted_run(scenarios, opts):
+        s = results.RunSummary([], 0.0, 0.0, opts.out)
+        s.interrupted = "SIGINT"
+        results.write_all(s)
+        raise procs.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(procs, "install_handlers", lambda: None)
+    monkeypatch.setattr(runner, "run", interrupted_run)
+    monkeypatch.setattr(cli, "_patches_apply", lambda *a: None)  # no tree needed here
+    out = tmp_path / "wall"
+    rc = cli.main(["wall", "--only", det.fix, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 128 + signal.SIGINT and "interrupted" in err and "Traceback" not in err
+    res = __import__("json").loads((out / "scenarios" / "results.json").read_text())
+    assert res["interrupted"] == "SIGINT"
+    assert not list(tmp_path.glob(".wall*")), "a staging directory was left beside --out"
