@@ -75,7 +75,6 @@ _SUFFIX = re.compile(r"\b([A-Za-z_]\w*)\.(?:isra|constprop|part|cold|llvm|lto_pr
 # The function a title names, as syzbot reads it back: after its last " in ".
 _TITLE_FRAME = re.compile(r".* in ((?:<[a-zA-Z0-9_: ]+>)?[a-zA-Z0-9_:]+)")
 _QUESTIONABLE = re.compile(r"(?:\[<[0-9a-f]+>\])? \? ")
-_LEAK_OBJECT = "unreferenced object 0x"
 
 
 @dataclass
@@ -178,8 +177,8 @@ class Scanner:
             if own and own.kind is kind and _same_header(own, body):
                 own.add(raw, body)  # the start line again, for the next inlined level (symbolized)
                 return
-            if own and (kind.joins or (kind.header == _LEAK_OBJECT and own.fmt.name == "leak"
-                                       and not any(_LEAK_OBJECT in b for b in own.bodies))):
+            if own and (kind.joins or (kind.header == own.fmt.absorbs
+                                       and not any(kind.header in b for b in own.bodies))):
                 own.add(raw, body)  # a panic or trap line of this report, or its leaked object
                 if kind.header == "Kernel panic" and own.upto is None \
                         and len(own.bodies) - own.start > rr.CONSEQUENCE_AFTER:
@@ -428,36 +427,30 @@ def _extract(stack: rr.Stack, parts: tuple, lines: list[str], skip: re.Pattern):
         if p == len(parts):
             return keys, ok
         part = parts[p]
-        if part is rr.TRACE:
-            traces += 1
-            while i < len(lines):
-                ln = lines[i]
-                i += 1
-                if _injected(ln):
-                    ok = False
-                    break
-                if _maybe_stack_start(ln) and rr.STACK_START_ANY.search(ln):
-                    break
-                if p != len(parts) - 1:
-                    m = parts[p + 1].search(ln)
-                    if m:
-                        _append(raw, m, skip)
-                        p += 1
-                        break
-                m = rr.FRAME_LINE[0].match(ln) or (" from " in ln and rr.FRAME_LINE[1].match(ln))
-                if m:
-                    _append(raw, m, skip)
-        else:
-            while i < len(lines):
-                ln = lines[i]
-                i += 1
-                if _injected(ln):
-                    ok = False
-                    break
+        nxt = parts[p + 1] if part is rr.TRACE and p + 1 < len(parts) else None
+        traces += part is rr.TRACE
+        while i < len(lines):
+            ln = lines[i]
+            i += 1
+            if _injected(ln):
+                ok = False
+                break
+            if part is not rr.TRACE:  # a line to find: it may name a frame
                 m = part.search(ln)
                 if m:
                     _append(raw, m, skip)
                     break
+                continue
+            if _maybe_stack_start(ln) and rr.STACK_START_ANY.search(ln):
+                break  # the next stack: this one is over
+            m = nxt.search(ln) if nxt is not None else None
+            if m:  # the next part's line ends the trace
+                _append(raw, m, skip)
+                p += 1
+                break
+            m = rr.FRAME_LINE[0].match(ln) or (" from " in ln and rr.FRAME_LINE[1].match(ln))
+            if m:
+                _append(raw, m, skip)
         p += 1
 
 

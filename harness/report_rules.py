@@ -214,6 +214,7 @@ class Format:
     lead: Pattern | None = None  # lines before the start, from the last one matching, belong to it
     any_context: bool = False  # takes lines of every printk caller (stalls dump other CPUs)
     follows: bool = False      # a consequence: it belongs to the report before it, however far
+    absorbs: str = ""          # the header of one report that continues this one (its leaked object)
 
     @functools.cached_property
     def multiline(self) -> bool:
@@ -244,7 +245,19 @@ def warning_stack(*skip: str) -> Stack:
                  parts2=(CALL_TRACE, TRACE), skip=skip)
 
 
+def user_locks(level: str) -> Format:
+    """Lock held when returning to user space (BUG: before 4.19, WARNING: since): no stack, the
+    held locks; the title names where the first was taken."""
+    return Format("user-locks" + ("-bug" if level == "BUG" else ""),
+                  rx(level + r": lock held when returning to user space"),
+                  level + ": lock held when returning to user space in {0}",
+                  report=rx(level + r": lock held when returning to user space(?:.*\n)+?.*leaving the kernel with "
+                            r"locks still held(?:.*\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
+                  no_stack=True, end=ONE_LINE_HELD, lead=BANNER)
+
+
 BAD_ACCESS = "bad-access in {%d}"
+KMEMLEAK_HEADER = "unreferenced object 0x"
 # kmemleak: the first frame of the allocation's backtrace that is not the allocator.
 LEAK_STACK = Stack((rx(r"backtrace(?: \(crc [0-9a-fA-F]*\))?:"), TRACE),
                    skip=("kmemleak", "mmap", "kmem", "slab", "alloc", "create_object", "idr_get", "list_lru_init",
@@ -316,11 +329,7 @@ def _bug_formats() -> tuple[Format, ...]:
                report=rx(r"BUG: .*still has locks held!(?:.*\n)+?.*{{PC}} +{{FUNC}}"), end=LOCKDEP_END, lead=BANNER),
         Format("atomic-sched", rx(r"BUG: scheduling while atomic"), "BUG: scheduling while atomic in {0}",
                stack=trace("schedule")),
-        Format("user-locks-bug", rx(r"BUG: lock held when returning to user space"),
-               "BUG: lock held when returning to user space in {0}",
-               report=rx(r"BUG: lock held when returning to user space(?:.*\n)+?.*leaving the kernel with locks "
-                         r"still held(?:.*\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
-               no_stack=True, end=ONE_LINE_HELD, lead=BANNER),
+        user_locks("BUG"),
         Format("unlock-balance-bug", rx(r"BUG: bad unlock balance detected!"), "BUG: bad unlock balance in {0}",
                stack=Stack((rx(r"{{PC}} +{{FUNC}}"), CALL_TRACE, TRACE)), end=LOCKDEP_END, lead=BANNER),
         Format("held-freed-bug", rx(r"BUG: held lock freed!"), "BUG: held lock freed in {0}",
@@ -352,7 +361,8 @@ def _bug_formats() -> tuple[Format, ...]:
                report=rx(r"BUG: workqueue leaked lock or atomic(?:.*\n)+?.*last function: ([a-zA-Z0-9_]+)\n"),
                no_stack=True),
         # syzkaller's executor prints this line before kmemleak's report of one object.
-        Format("leak", rx(r"BUG: memory leak"), "memory leak in {0}", stack=LEAK_STACK, end=LEAK_END),
+        Format("leak", rx(r"BUG: memory leak"), "memory leak in {0}", stack=LEAK_STACK, end=LEAK_END,
+               absorbs=KMEMLEAK_HEADER),
         Format("stack-guard", rx(r"BUG: .*stack guard page was hit at"), "BUG: stack guard page was hit in {0}",
                alt=("stack-overflow in {0}",), stack=rip_trace(extractor="stall"), end=OOPS_END),
         # arm's spelling of what x86 reports as a lockdep WARNING: one title for both.
@@ -388,11 +398,7 @@ def _warning_formats() -> tuple[Format, ...]:
                report=rx(r"WARNING: .*still has locks held!(?:.*\n)+?.*at: {{FUNC}}"), **lockdep),
         Format("nested-lock", rx(r"WARNING: Nested lock was not taken"), "WARNING: nested lock was not taken in {0}",
                stack=warning_stack(), **lockdep),
-        Format("user-locks", rx(r"WARNING: lock held when returning to user space"),
-               "WARNING: lock held when returning to user space in {0}",
-               report=rx(r"WARNING: lock held when returning to user space(?:.*\n)+?.*leaving the kernel with "
-                         r"locks still held(?:.*\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
-               no_stack=True, end=ONE_LINE_HELD, lead=BANNER),
+        user_locks("WARNING"),
         Format("kmalloc-bug", rx(r"WARNING: .*mm/.*\.c.* k?.?malloc"), "WARNING: kmalloc bug in {0}",
                stack=warning_stack("kmalloc", "krealloc", "slab", "kmem"), **cut),
         Format("zero-vmalloc", rx(r"WARNING: .*mm/vmalloc.c.*__vmalloc_node"), "WARNING: zero-size vmalloc in {0}",
@@ -596,7 +602,7 @@ KINDS: tuple[Kind, ...] = (
                                     alt=(BAD_ACCESS % 0,)),)),
     Kind("Alignment trap:", (_oops("arm-alignment", r"Alignment trap:", "Alignment trap in {0}"),)),
     # wqh's guest agent copies kmemleak's reports to the console without syzkaller's header line.
-    Kind("unreferenced object 0x", (
+    Kind(KMEMLEAK_HEADER, (
         Format("kmemleak", rx(r"unreferenced object 0x"), "memory leak in {0}",
                stack=LEAK_STACK, end=End(block=rx(r"^\s"))),)),
 )
