@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import time
@@ -13,9 +14,30 @@ from pathlib import Path
 from harness.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK
 from harness.report import Report
 
-# Outcomes a test can have; 'xfail'/'xpass' are derived when a crash is expected.
-OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout", "infra-error", "xfail", "xpass")
-INFRA = "infra-error"
+class Outcome(str, enum.Enum):
+    """The one outcome type of scenario expectations, verdicts and results.
+
+    A str: results.json and the guest's own file hold the plain value."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    CRASH = "crash"        # a kernel report during the test
+    HANG = "hang"          # the VM went silent while the test ran
+    TIMEOUT = "timeout"    # the VM outlived its total allowance
+    INFRA = "infra-error"  # wqh could not run it (build, boot, VM that started nothing)
+    XFAIL = "xfail"        # an expected crash, with the expected title
+    XPASS = "xpass"        # an expected crash that did not happen
+    FLAKY = "flaky"        # failed, then passed in a fresh VM with no kernel report
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# What a scenario may expect of a test.
+EXPECTABLE = (Outcome.PASS, Outcome.FAIL, Outcome.SKIP, Outcome.CRASH, Outcome.HANG, Outcome.TIMEOUT)
+OUTCOMES = tuple(o.value for o in Outcome)
+INFRA = Outcome.INFRA
 
 
 @dataclass
@@ -32,12 +54,19 @@ class TestResult:
     reports: list[Report] = field(default_factory=list)
     message: str = ""
     vm: str = ""  # artifacts subdirectory of the VM that ran it
+    # Earlier attempts of a retried test ({"outcome", "vm", "message"}), oldest first.
+    attempts: list[dict] = field(default_factory=list)
+    # The known-issues entry that waives this result ("reason (link)"); a waived result gates
+    # as expected and is shown as waived.
+    waived: str = ""
 
     @property
     def as_expected(self) -> bool:
         # A skip is not a pass: on a kernel wqh built for the test, a skip means it did not run.
         # An expected crash is met only as xfail (the report it names was seen): a "crash"
         # left as it is had no report, or one of another title.
+        if self.waived or self.outcome == Outcome.FLAKY:
+            return True  # flaky fails the gate only under --strict (RunSummary.exit_code)
         if self.expected == "crash":
             return self.outcome == "xfail"
         return self.outcome == self.expected or self.outcome == "xfail"
@@ -52,6 +81,8 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     kernels: dict[str, dict] = field(default_factory=dict)
     interrupted: str | None = None  # the signal's name when the run was cut short
+    strict: bool = False  # flaky tests fail the gate
+    shard: dict | None = None  # {"index", "total", "plan", "groups"} of a `--shard K/N` run
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(r.outcome for r in self.results))
@@ -60,6 +91,8 @@ class RunSummary:
         if any(r.outcome == INFRA for r in self.results):
             return EXIT_INFRA
         if any(not r.as_expected for r in self.results):
+            return EXIT_FAIL
+        if self.strict and any(r.outcome == Outcome.FLAKY and not r.waived for r in self.results):
             return EXIT_FAIL
         return EXIT_OK
 
@@ -75,6 +108,8 @@ def to_json(summary: RunSummary) -> dict:
         "interrupted": summary.interrupted,
         "timings": summary.timings,
         "kernels": summary.kernels,
+        "strict": summary.strict,
+        "shard": summary.shard,
     }
 
 

@@ -16,8 +16,9 @@ import yaml
 
 from harness.errors import InputError, Problems
 from harness.paths import REPO
+from harness.results import EXPECTABLE
 
-OUTCOMES = ("pass", "fail", "skip", "crash", "hang", "timeout")
+OUTCOMES = tuple(o.value for o in EXPECTABLE)
 _FLOAT12 = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$")
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
