@@ -266,7 +266,9 @@ def reusable(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = ()
 
 def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
           jobs: int | None = None, force: bool = False, target: str = "bzImage",
-          ccache: bool | None = None, quiet: bool = False) -> BuildResult:
+          ccache: bool | None = None, quiet: bool = False, nice: int = 0) -> BuildResult:
+    """NICE > 0 runs make below the VMs' priority: a run boots its first kernel's VMs while
+    it builds the next, and a guest starved of CPU reads as a hang."""
     key = BuildKey(src.identity, cfg.hash, patches)
     bdir = builddir_for(key, src)
     bdir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +278,7 @@ def build(src: KernelSource, cfg: ConfigResult, patches: tuple[str, ...] = (),
     if not force and _finished(src, key, result):
         return result  # no lock needed to reuse a finished immutable build
     with machine_lock():
-        return _build_locked(src, cfg, key, bdir, result, jobs, force, target, ccache, quiet)
+        return _build_locked(src, cfg, key, bdir, result, jobs, force, target, ccache, quiet, nice)
 
 
 def _finished(src: KernelSource, key: BuildKey, result: BuildResult) -> bool:
@@ -287,7 +289,7 @@ def _finished(src: KernelSource, key: BuildKey, result: BuildResult) -> bool:
 
 def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Path,
                   result: BuildResult, jobs: int | None, force: bool, target: str,
-                  ccache: bool | None, quiet: bool) -> BuildResult:
+                  ccache: bool | None, quiet: bool, nice: int) -> BuildResult:
     stamp = bdir / STAMP
     bzimage = result.bzimage
     log = result.log
@@ -306,7 +308,8 @@ def _build_locked(src: KernelSource, cfg: ConfigResult, key: BuildKey, bdir: Pat
         ccache = use_ccache()
     env = ccache_env() if ccache else dict(os.environ)
     jobs = jobs or os.cpu_count() or 2
-    cmd = ["make", "-C", str(src.path), f"O={bdir}", f"-j{jobs}"]
+    cmd = (["nice", "-n", str(nice)] if nice else []) + ["make", "-C", str(src.path), f"O={bdir}",
+                                                         f"-j{jobs}"]
     if ccache:
         cmd.append("CC=ccache gcc")
     cmd.append(target)

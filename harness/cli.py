@@ -51,6 +51,18 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--vms", type=_positive, metavar="N",
                    help="VMs to run at once (default: one per 2 CPUs, at least 2; "
                         "1 with --console); timeouts stretch with the load")
+    r.add_argument("--shard", metavar="K/N",
+                   help="run only shard K of N: scenario groups (one kernel each) assigned stably "
+                        "and balanced; merge the N results directories with `wqh merge`")
+    r.add_argument("--durations", type=Path, metavar="RESULTS",
+                   help="balance shards and order VMs by the test durations of an earlier run "
+                        "(its results.json or directory; every shard must get the same file)")
+    r.add_argument("--build-only", action="store_true",
+                   help="build the kernels the scenarios (or the shard) need; boot nothing")
+
+    mg = sub.add_parser("merge", help="one results directory from the shards' (wqh run --shard K/N)")
+    mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories")
+    mg.add_argument("--out", type=Path, required=True, help="the merged results directory")
 
     b = sub.add_parser("build", help="build a kernel (base fragment + --fragment ...)")
     _kernel_opts(b)
@@ -209,7 +221,7 @@ def _numbers(probs: Problems, a) -> None:
 
 
 def cmd_run(a) -> int:
-    from harness import config, outdir, results, runner, scenario
+    from harness import config, outdir, results, runner, scenario, shard
 
     probs = Problems()
     _common(probs, a)
@@ -221,12 +233,53 @@ def cmd_run(a) -> int:
     with probs.check():
         frags = [f for s in scs for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
         validate.symbols_defined(probs, a.kernel, frags)
+    k = n = 0
+    if a.shard is not None:
+        with probs.check():
+            k, n = shard.parse_spec(a.shard)
+    durations = None
+    if a.durations is not None:
+        with probs.check():
+            durations = shard.durations_from(a.durations)
     probs.raise_if_any()
+    shard_info = None
+    if n:
+        p = shard.plan(scs, n, durations)
+        scs = p.scenarios(k)
+        shard_info = p.describe(k)
+        names = ", ".join(s.name for s in scs) or "nothing (more shards than kernel groups)"
+        print(f"wqh: shard {k}/{n} (plan {p.hash}, by {p.by}, load {p.load(k):.0f}): {names}",
+              flush=True)
     out = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(out) as stage:
         opts = runner.RunOptions(kernel=a.kernel, out=stage, accel=a.accel, jobs=a.jobs,
-                                 echo=a.console, force_build=a.rebuild, vms=a.vms)
+                                 echo=a.console, force_build=a.rebuild, vms=a.vms,
+                                 shard=shard_info, durations=durations, build_only=a.build_only)
         summary = runner.run(scs, opts)
+    summary.out_dir = out
+    if a.build_only:
+        print(f"wqh: {len(summary.kernels)} kernels ready; artifacts: {out}")
+    else:
+        results.print_summary(summary)
+    return summary.exit_code()
+
+
+def cmd_merge(a) -> int:
+    from harness import outdir, results, shard
+
+    probs = Problems()
+    with probs.check():
+        validate.out_path("--out", a.out)
+    for d in a.dirs:
+        if not d.is_dir():
+            probs.add(InputError(f"{d}: no such results directory", key="DIR",
+                                 hint="pass the --out directories of the shards' wqh run"))
+    probs.raise_if_any()
+    parts = shard.check_parts([d.resolve() for d in a.dirs])
+    out = Path(os.path.abspath(a.out))
+    with outdir.staged(out) as stage:
+        summary = shard.merge(parts, stage)
+        results.write_all(summary)
     summary.out_dir = out
     results.print_summary(summary)
     return summary.exit_code()
@@ -444,7 +497,7 @@ def report_text(reports, log: Path, top: int = 8) -> str:
     return "\n".join(out).rstrip()
 
 
-COMMANDS = {"run": cmd_run, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
             "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall}
 

@@ -13,13 +13,15 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel as accel_mod
 from harness import build as build_mod
-from harness import config, patches, procs, report, results, source, symbolize, verdict, vm
+from harness import config, patches, procs, report, results, shard, source, symbolize, verdict, vm
 from harness.errors import WqhError
 from harness.guest import protocol
 from harness.paths import REPO
@@ -41,6 +43,9 @@ class RunOptions:
     echo: bool = False
     force_build: bool = False
     vms: int | None = None  # VMs at once; None: default_vms()
+    shard: dict | None = None  # shard.Plan.describe() of a `--shard K/N` run
+    durations: dict | None = None  # (scenario, test) -> seconds of an earlier run
+    build_only: bool = False
 
 
 @dataclass
@@ -277,7 +282,7 @@ def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     t0 = time.time()
     out = (opts.out or default_out_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary = results.RunSummary([], t0, t0, out)
+    summary = results.RunSummary([], t0, t0, out, shard=opts.shard)
     try:
         _run(scenarios, opts, summary)
     except (procs.Interrupted, Exception) as e:
@@ -340,106 +345,170 @@ def load_factor(vms: int, cpus_per_vm: int, host_cpus: int | None = None) -> flo
     return max(1.0, vms * cpus_per_vm / n)
 
 
+# A VM that boots while a kernel builds: the build runs niced (BUILD_NICE) and only one VM runs
+# beside it, yet the guest still shares the host's CPUs and caches with make. Its timeouts
+# stretch by this much (see docs/performance.md, "First verdict early").
+BUILD_NICE = 10
+OVERLAP_FACTOR = 2.0
+
+
+class Slots:
+    """How many VMs may run now: WIDTH, or one while a kernel builds."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.busy = 0
+        self.building = False
+        self.cv = threading.Condition()
+
+    def set_building(self, on: bool) -> None:
+        with self.cv:
+            self.building = on
+            self.cv.notify_all()
+
+    @contextlib.contextmanager
+    def vm(self):
+        """Wait for a slot; yields whether a build runs beside this VM."""
+        with self.cv:
+            self.cv.wait_for(lambda: self.busy < (1 if self.building else self.width)
+                             or procs.stopping())
+            self.busy += 1
+            overlap = self.building
+        try:
+            yield overlap
+        finally:
+            with self.cv:
+                self.busy -= 1
+                self.cv.notify_all()
+
+
+def _prepare(src: source.KernelSource, g: KernelGroup, opts: RunOptions,
+             summary: results.RunSummary):
+    """(config, build, kernel id) of a group, built now if not cached."""
+    t = time.monotonic()
+    found = None if opts.force_build else _finished_variant(src, g)
+    if found:
+        ksrc, cfg, b = found
+    else:
+        # A patched variant's slot must not switch under a build: hold the machine lock. A
+        # plain tree needs none here (merges lock per source, finished builds are reused
+        # lock-free), so a run on a built kernel never waits behind a build.
+        with build_mod.machine_lock() if g.patches else contextlib.nullcontext():
+            ksrc = patches.materialize(src, g.patches) if g.patches else src
+            cfg = config.merge(ksrc, g.fragments)
+            summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
+                                                + time.monotonic() - t, 2)
+            b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
+                                force=opts.force_build, nice=BUILD_NICE)
+    return cfg, b, f"{ksrc.identity}+{cfg.hash}"
+
+
+def vm_shapes(g: KernelGroup) -> list[tuple[VMShape, list[Scenario]]]:
+    """The boots a kernel group needs: one per VM shape, and one per leak-checked scenario
+    (the leak check is per VM)."""
+    shapes: dict[tuple, list[Scenario]] = {}
+    for s in g.scenarios:
+        shapes.setdefault((s.vm, s.name if s.leak else None), []).append(s)
+    return [(shape, scs) for (shape, _), scs in shapes.items()]
+
+
+def verdict_line(rs: list[results.TestResult]) -> str:
+    """'146 pass' or '140 pass, 2 fail (functional: test_x, ...)': a VM's verdict as it ends."""
+    counts = Counter(r.outcome for r in rs)
+    line = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    bad = [f"{r.scenario}: {r.test.split('/')[-1]}" for r in rs if not r.as_expected]
+    if bad:
+        line += " - unexpected: " + "; ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return line or "no tests"
+
+
 def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummary) -> None:
+    """Kernels one at a time (a build owns the CPUs); each kernel's VMs boot as soon as it is
+    built, beside the next build, so the first verdict comes after one build and one boot."""
     out = summary.out_dir
     src = source.resolve(opts.kernel)
-    acc: accel_mod.Accel | None = None
-    jobs: list[VMJob] = []
     groups = group_kernels(scenarios)
     # Every group's patches apply to this tree, or nothing starts (an input error, exit 3).
     for g in groups:
         patches.check_applies(patches.tree_reader(src), g.patches, src.identity)
-    # Kernels first, one build at a time (a build owns the CPUs), then the VMs: the warm
-    # case builds nothing and goes straight to the boots.
-    for g in groups:
-        kernel_id = src.identity
-        try:
-            t = time.monotonic()
-            found = None if opts.force_build else _finished_variant(src, g)
-            if found:
-                ksrc, cfg, b = found
-            else:
-                # A patched variant's slot must not switch under a build: hold the machine
-                # lock. A plain tree needs none here (merges lock per source, finished builds
-                # are reused lock-free), so a run on a built kernel never waits behind a build.
-                with build_mod.machine_lock() if g.patches else contextlib.nullcontext():
-                    ksrc = patches.materialize(src, g.patches) if g.patches else src
-                    cfg = config.merge(ksrc, g.fragments)
-                    summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
-                                                        + time.monotonic() - t, 2)
-                    kernel_id = f"{ksrc.identity}+{cfg.hash}"
-                    b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
-                                        force=opts.force_build)
-            kernel_id = f"{ksrc.identity}+{cfg.hash}"
-        except WqhError as e:
-            print(f"wqh: {e}", file=sys.stderr)
-            summary.results += _infra(g.scenarios, kernel_id, str(e))
-            continue
-        kdir = _save_kernel_artifacts(out, b, cfg)
-        phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
-        how = ("reused" if b.reused else
-               f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
-        if b.seeded_from:
-            how += ", " + b.seed_note
-        print(f"wqh: kernel {b.key} {how} ({b.bzimage})", flush=True)
-        summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
-        summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
-                                  "reused": b.reused, "build_wall_s": b.wall_s}
-        if acc is None:
-            acc = accel_mod.choose(b.bzimage, opts.accel)
-            print(f"wqh: accelerator {acc.name}: {acc.reason}", flush=True)
-            summary.timings["accel"] = acc.name  # type: ignore[assignment]
-        factor = time_factor(cfg, acc)
-        shapes: dict[tuple, list[Scenario]] = {}
-        for s in g.scenarios:
-            # A scenario that expects a leak gets its own boot: the leak check is per VM.
-            shapes.setdefault((s.vm, s.name if s.leak else None), []).append(s)
-        for (shape, _), scs in shapes.items():
-            items = [(s, t) for s in scs for t in s.tests]
-            jobs.append(VMJob(f"vm{len(jobs) + 1}-{b.key[:8]}", items, shape, b, factor,
-                              kernel_id, scs))
-    if not jobs:
-        return
-    assert acc is not None
-    width = 1 if opts.echo else max(1, min(opts.vms or default_vms(), len(jobs)))
-    load = load_factor(width, max(j.shape.cpus for j in jobs))
+    if opts.durations:
+        groups.sort(key=lambda g: -shard.weight(g.scenarios, opts.durations))  # longest first
+    acc: accel_mod.Accel | None = None
+    plans = [vm_shapes(g) for g in groups]
+    width = 1 if opts.echo else max(1, min(opts.vms or default_vms(), sum(map(len, plans)) or 1))
+    slots = Slots(width)
     summary.timings["vms_at_once"] = width  # type: ignore[assignment]
-    if width > 1:
-        print(f"wqh: {len(jobs)} VMs, {width} at once (timeouts x{load:.1f})", flush=True)
-    # A job's first boot has the name given in job order; boots after a dead VM draw the
-    # next free number (count() is atomic under the GIL, shared by the threads).
-    retries = itertools.count(len(jobs) + 1)
+    # Boots are numbered in the order they are planned; a boot after a dead VM draws the next
+    # free number (count() is atomic under the GIL, shared by the threads).
+    names = itertools.count(1)
+    jobs: list[tuple[VMJob, concurrent.futures.Future]] = []
 
     def run_job(job: VMJob):
-        own = iter([job.name])
+        with slots.vm() as overlap:
+            own = iter([job.name])
+            factor = job.factor * (OVERLAP_FACTOR if overlap else load_factor(width, job.shape.cpus))
+            if overlap:
+                print(f"wqh: {job.name} boots while a kernel builds (timeouts x{OVERLAP_FACTOR:.1f})",
+                      flush=True)
 
-        def next_name() -> str:
-            return next(own, None) or f"vm{next(retries)}-{job.build.key[:8]}"
-        return run_items(out, job.items, job.shape, job.build, acc, job.factor * load,
-                         job.kernel_id, opts.echo, next_name)
+            def next_name() -> str:
+                return next(own, None) or f"vm{next(names)}-{job.build.key[:8]}"
+            rs, vms = run_items(out, job.items, job.shape, job.build, acc, factor,
+                                job.kernel_id, opts.echo, next_name)
+        summary.timings.setdefault("first_verdict_s", round(time.time() - summary.started, 2))
+        print(f"wqh: {job.name} done: {verdict_line(rs)}", flush=True)
+        return rs, vms
 
-    def collect(job: VMJob, outcome) -> None:
-        try:
-            rs, vms = outcome()
-        except WqhError as e:
-            print(f"wqh: {e}", file=sys.stderr)
-            summary.results += _infra(job.scenarios, job.kernel_id, str(e))
-            return
-        summary.results += rs
-        for vres in vms:
-            summary.timings["vm_s"] = round(summary.timings.get("vm_s", 0) + vres.duration_s, 2)
-            if vres.first_test_s is not None and "boot_to_first_test_s" not in summary.timings:
-                summary.timings["boot_to_first_test_s"] = round(vres.first_test_s, 2)
-
-    if width == 1:
-        for job in jobs:
-            collect(job, lambda job=job: run_job(job))
-        return
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=width, thread_name_prefix="vm")
+    pool = None if opts.build_only else concurrent.futures.ThreadPoolExecutor(
+        max_workers=width, thread_name_prefix="vm")
     try:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        for job, fut in zip(jobs, futures):  # results in job order, whatever finishes first
-            collect(job, fut.result)
+        for i, g in enumerate(groups):
+            kernel_id = src.identity
+            slots.set_building(True)
+            try:
+                cfg, b, kernel_id = _prepare(src, g, opts, summary)
+            except WqhError as e:
+                print(f"wqh: {e}", file=sys.stderr)
+                summary.results += _infra(g.scenarios, kernel_id, str(e))
+                continue
+            finally:
+                slots.set_building(False)
+            kdir = _save_kernel_artifacts(out, b, cfg)
+            phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
+            how = ("reused" if b.reused else
+                   f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
+            if b.seeded_from:
+                how += ", " + b.seed_note
+            print(f"wqh: kernel {b.key} {how} ({b.bzimage})", flush=True)
+            summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
+            summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
+                                      "reused": b.reused, "build_wall_s": b.wall_s}
+            if pool is None:
+                continue
+            if acc is None:
+                acc = accel_mod.choose(b.bzimage, opts.accel)
+                print(f"wqh: accelerator {acc.name}: {acc.reason}", flush=True)
+                summary.timings["accel"] = acc.name  # type: ignore[assignment]
+            factor = time_factor(cfg, acc)
+            for shape, scs in plans[i]:
+                items = [(s, t) for s in scs for t in s.tests]
+                job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs)
+                jobs.append((job, pool.submit(run_job, job)))
+        if pool is None:
+            return
+        for job, fut in jobs:  # results in job order, whatever finishes first
+            try:
+                rs, vms = fut.result()
+            except WqhError as e:
+                print(f"wqh: {e}", file=sys.stderr)
+                summary.results += _infra(job.scenarios, job.kernel_id, str(e))
+                continue
+            summary.results += rs
+            for vres in vms:
+                summary.timings["vm_s"] = round(summary.timings.get("vm_s", 0) + vres.duration_s, 2)
+                if vres.first_test_s is not None and "boot_to_first_test_s" not in summary.timings:
+                    summary.timings["boot_to_first_test_s"] = round(vres.first_test_s, 2)
     finally:
-        # On Ctrl-C the signal handler has killed every VM; boots not begun never begin.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            # On Ctrl-C the signal handler has killed every VM; boots not begun never begin.
+            pool.shutdown(wait=True, cancel_futures=True)
