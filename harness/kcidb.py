@@ -17,9 +17,9 @@ import json
 import os
 import re
 import tempfile
-from urllib.parse import quote
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import jsonschema
 import kcidb_io
