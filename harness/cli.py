@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,12 +58,47 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--durations", type=Path, metavar="RESULTS",
                    help="balance shards and order VMs by the test durations of an earlier run "
                         "(its results.json or directory; every shard must get the same file)")
+    r.add_argument("--retry-failed", type=int, default=0, metavar="N",
+                   help="run a failed test (no kernel report) again in a fresh VM, up to N times; "
+                        "one that then passes is flaky and does not fail the run")
+    r.add_argument("--strict", action="store_true", help="flaky tests fail the run")
+    r.add_argument("--known-issues", type=Path, metavar="FILE",
+                   help="known-issues.yaml: failures and reports it matches are waived (shown as "
+                        "waived, not failing the run); expired entries are warned about")
+    r.add_argument("--baseline", type=Path, metavar="RESULTS",
+                   help="compare with an earlier run (results dir or results.json): exit 1 only "
+                        "on failures that are new")
+    r.add_argument("--kcidb", type=Path, metavar="FILE",
+                   help="also write the run as a KCIDB v5 document (validated with kcidb-io)")
+    r.add_argument("--origin", default="wqh", help="KCIDB origin of --kcidb (default: wqh)")
     r.add_argument("--build-only", action="store_true",
                    help="build the kernels the scenarios (or the shard) need; boot nothing")
 
     mg = sub.add_parser("merge", help="one results directory from the shards' (wqh run --shard K/N)")
     mg.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results directories")
     mg.add_argument("--out", type=Path, required=True, help="the merged results directory")
+    mg.add_argument("--kcidb", type=Path, metavar="FILE",
+                   help="also write the run as a KCIDB v5 document (validated with kcidb-io)")
+    mg.add_argument("--origin", default="wqh", help="KCIDB origin of --kcidb (default: wqh)")
+    mg.add_argument("--known-issues", type=Path, metavar="FILE",
+                    help="apply this known-issues.yaml to the merged results")
+    mg.add_argument("--baseline", type=Path, metavar="RESULTS",
+                    help="compare the merged results with an earlier run: exit 1 only on new failures")
+
+    ex = sub.add_parser("export", help="a results directory in another format (KCIDB v5)")
+    ex.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    ex.add_argument("--kcidb", action="store_true", required=True,
+                    help="as a KCIDB v5 document, validated with kcidb-io's schema")
+    ex.add_argument("--out", type=Path, metavar="FILE", help="write it here (default: stdout)")
+    ex.add_argument("--origin", default="wqh", help="KCIDB origin (default: wqh)")
+    ex.add_argument("--base-url", default="",
+                    help="where the results directory is published (default: file:// links)")
+
+    ga = sub.add_parser("gate", help="new, persisting and fixed failures of a run against a baseline")
+    ga.add_argument("new", type=Path, metavar="NEW_RESULTS", help="results dir or results.json")
+    ga.add_argument("--baseline", type=Path, required=True, metavar="RESULTS",
+                    help="the baseline run's results dir or results.json")
+    ga.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     b = sub.add_parser("build", help="build a kernel (base fragment + --fragment ...)")
     _kernel_opts(b)
@@ -220,8 +256,91 @@ def _numbers(probs: Problems, a) -> None:
             validate.seconds("--timeout", a.timeout)
 
 
+def _gate_inputs(probs: Problems, a):
+    """--known-issues and --baseline, loaded (and so checked) before any work."""
+    from harness import gate, known_issues
+
+    known = base = None
+    if getattr(a, "kcidb", None) is not None:
+        from harness import kcidb
+
+        with probs.check():
+            kcidb.check_origin(a.origin)
+        with probs.check():
+            validate.out_path("--kcidb", a.kcidb)
+    if a.known_issues is not None:
+        with probs.check():
+            known = known_issues.load(a.known_issues)
+    if a.baseline is not None:
+        with probs.check():
+            base = gate.load_results(a.baseline, key="--baseline")
+    return known, base
+
+
+def _finish(summary, base, out: Path, a) -> int:
+    """Print the results (and write --kcidb); with a baseline, the gate's verdict decides the
+    exit code."""
+    from harness import gate, kcidb, results
+
+    if a.kcidb is not None:
+        kcidb.write(kcidb.export(out, origin=a.origin, checkout=_checkout()), a.kcidb)
+        print(f"wqh: KCIDB document: {a.kcidb}")
+    results.print_summary(summary)
+    if base is None:
+        return summary.exit_code()
+    g = gate.compare(base, results.to_json(summary))
+    (out / "gate.json").write_text(json.dumps(g.to_json(), indent=2) + "\n")
+    print(g.text())
+    return g.exit_code()
+
+
+def _checkout():
+    """What KCIDB needs beyond results.json: the patch files, for the patchset hash."""
+    from harness import kcidb
+    from harness.paths import SCENARIOS
+
+    return kcidb.CheckoutInfo(patches=(SCENARIOS,))
+
+
+def cmd_export(a) -> int:
+    from harness import kcidb
+
+    probs = Problems()
+    if not (a.results / "results.json").is_file():
+        probs.add(InputError(f"{a.results}: no results.json here", key="RESULTS_DIR",
+                             hint="pass the --out directory of a wqh run or merge"))
+    with probs.check():
+        kcidb.check_origin(a.origin)
+    if a.out is not None:
+        with probs.check():
+            validate.out_path("--out", a.out)
+    probs.raise_if_any()
+    doc = kcidb.export(a.results.resolve(), origin=a.origin, checkout=_checkout(), base_url=a.base_url)
+    if a.out is None:
+        print(json.dumps(doc, indent=2))
+    else:
+        kcidb.write(doc, a.out)
+        print(f"wqh: KCIDB document: {a.out} ({len(doc.get('tests', []))} tests)")
+    return EXIT_OK
+
+
+def cmd_gate(a) -> int:
+    from harness import gate
+
+    probs = Problems()
+    base = new = None
+    with probs.check():
+        base = gate.load_results(a.baseline, key="--baseline")
+    with probs.check():
+        new = gate.load_results(a.new, key="NEW_RESULTS")
+    probs.raise_if_any()
+    g = gate.compare(base, new)
+    print(json.dumps(g.to_json(), indent=2) if a.json else g.text())
+    return g.exit_code()
+
+
 def cmd_run(a) -> int:
-    from harness import config, outdir, results, runner, scenario, shard
+    from harness import config, outdir, runner, scenario, shard
 
     probs = Problems()
     _common(probs, a)
@@ -233,6 +352,8 @@ def cmd_run(a) -> int:
     with probs.check():
         frags = [f for s in scs for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
         validate.symbols_defined(probs, a.kernel, frags)
+    with probs.check():
+        validate.whole("--retry-failed", a.retry_failed, 0, 10)
     k = n = 0
     if a.shard is not None:
         with probs.check():
@@ -241,6 +362,7 @@ def cmd_run(a) -> int:
     if a.durations is not None:
         with probs.check():
             durations = shard.durations_from(a.durations)
+    known, base = _gate_inputs(probs, a)
     probs.raise_if_any()
     shard_info = None
     if n:
@@ -254,18 +376,18 @@ def cmd_run(a) -> int:
     with outdir.staged(out) as stage:
         opts = runner.RunOptions(kernel=a.kernel, out=stage, accel=a.accel, jobs=a.jobs,
                                  echo=a.console, force_build=a.rebuild, vms=a.vms,
-                                 shard=shard_info, durations=durations, build_only=a.build_only)
+                                 shard=shard_info, durations=durations, build_only=a.build_only,
+                                 retry_failed=a.retry_failed, strict=a.strict, known_issues=known)
         summary = runner.run(scs, opts)
     summary.out_dir = out
     if a.build_only:
         print(f"wqh: {len(summary.kernels)} kernels ready; artifacts: {out}")
-    else:
-        results.print_summary(summary)
-    return summary.exit_code()
+        return summary.exit_code()
+    return _finish(summary, base, out, a)
 
 
 def cmd_merge(a) -> int:
-    from harness import outdir, results, shard
+    from harness import outdir, results, runner, shard
 
     probs = Problems()
     with probs.check():
@@ -274,15 +396,17 @@ def cmd_merge(a) -> int:
         if not d.is_dir():
             probs.add(InputError(f"{d}: no such results directory", key="DIR",
                                  hint="pass the --out directories of the shards' wqh run"))
+    known, base = _gate_inputs(probs, a)
     probs.raise_if_any()
     parts = shard.check_parts([d.resolve() for d in a.dirs])
     out = Path(os.path.abspath(a.out))
     with outdir.staged(out) as stage:
         summary = shard.merge(parts, stage)
+        if known is not None:
+            runner.waive(known, summary)
         results.write_all(summary)
     summary.out_dir = out
-    results.print_summary(summary)
-    return summary.exit_code()
+    return _finish(summary, base, out, a)
 
 
 def cmd_build(a) -> int:
@@ -497,7 +621,7 @@ def report_text(reports, log: Path, top: int = 8) -> str:
     return "\n".join(out).rstrip()
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "gate": cmd_gate, "export": cmd_export, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
             "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall}
 

@@ -25,6 +25,7 @@ from harness import config, patches, procs, report, results, shard, source, symb
 from harness.errors import WqhError
 from harness.guest import protocol
 from harness.paths import REPO
+from harness.results import Outcome
 from harness.scenario import Scenario, TestRef, VMShape
 
 # Timeout multipliers: a sanitizer slows the guest, TCG is the baseline, KVM is faster.
@@ -46,6 +47,9 @@ class RunOptions:
     shard: dict | None = None  # shard.Plan.describe() of a `--shard K/N` run
     durations: dict | None = None  # (scenario, test) -> seconds of an earlier run
     build_only: bool = False
+    strict: bool = False  # flaky fails the gate
+    retry_failed: int = 0  # re-runs of a failed test in a fresh VM (a pass then: flaky)
+    known_issues: object | None = None  # known_issues.KnownIssues: waivers applied at the end
 
 
 @dataclass
@@ -278,11 +282,48 @@ def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildRe
     return done, vms
 
 
+# What a retry may turn into flaky: a test that failed with no kernel report. A report is the
+# kernel's own word and never flaky; an expected crash or skip is not retried.
+RETRYABLE = (Outcome.FAIL, Outcome.HANG, Outcome.TIMEOUT)
+
+
+def retry_failed(out: Path, job: "VMJob", rs: list[results.TestResult], times: int,
+                 acc: accel_mod.Accel, factor: float, echo: bool, next_name) -> list[vm.VMResult]:
+    """Run the job's failed tests again in fresh VMs, up to TIMES. A test that passes with no
+    kernel report becomes flaky, its failures kept as attempts; one that fails again keeps
+    its latest outcome. RS is updated in place; returns the extra boots."""
+    vms: list[vm.VMResult] = []
+    for _ in range(times):
+        failing = [r for r in rs if r.outcome in RETRYABLE and not r.as_expected and not r.reports
+                   and r.expected == Outcome.PASS and r.test != protocol.KMEMLEAK_ID]
+        if not failing or procs.stopping():
+            break
+        items = retry_items(job.items, [r.test for r in failing])
+        print(f"wqh: retrying {len(failing)} failed tests of {job.name} in a fresh VM", flush=True)
+        again, more = run_items(out, items, job.shape, job.build, acc, factor, job.kernel_id,
+                                echo, next_name)
+        vms += more
+        latest = {(r.scenario, r.test): r for r in again}
+        for r in failing:
+            n = latest.get((r.scenario, r.test))
+            if n is None:
+                continue
+            r.attempts.append({"outcome": str(r.outcome), "vm": r.vm, "message": r.message[-500:]})
+            if n.outcome == Outcome.PASS and not n.reports:
+                r.outcome, r.vm, r.duration_s = Outcome.FLAKY, n.vm, n.duration_s
+                r.message = (f"flaky: {' then '.join(a['outcome'] for a in r.attempts)}, then passed "
+                             f"in {n.vm}. First failure: {r.attempts[0]['message']}")
+            else:
+                r.outcome, r.vm, r.duration_s, r.reports, r.message = (
+                    n.outcome, n.vm, n.duration_s, n.reports, n.message)
+    return vms
+
+
 def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
     t0 = time.time()
     out = (opts.out or default_out_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary = results.RunSummary([], t0, t0, out, shard=opts.shard)
+    summary = results.RunSummary([], t0, t0, out, shard=opts.shard, strict=opts.strict)
     try:
         _run(scenarios, opts, summary)
     except (procs.Interrupted, Exception) as e:
@@ -301,8 +342,23 @@ def run(scenarios: list[Scenario], opts: RunOptions) -> results.RunSummary:
         raise
     finally:
         summary.finished = time.time()
+        if opts.known_issues is not None:
+            waive(opts.known_issues, summary)
         results.write_all(summary)
     return summary
+
+
+def waive(known, summary: results.RunSummary) -> None:
+    """Apply a known-issues file to a run's results; what it did goes to known-issues.json."""
+    import datetime
+
+    applied = known.apply(summary.results, datetime.date.today())
+    for w in applied.warnings():
+        print(f"wqh: warning: {w}", file=sys.stderr)
+    if applied.matched or applied.expired:
+        print(applied.text(), flush=True)
+    summary.out_dir.mkdir(parents=True, exist_ok=True)
+    (summary.out_dir / "known-issues.json").write_text(json.dumps(applied.to_json(), indent=2) + "\n")
 
 
 def _finished_variant(src: source.KernelSource, g: KernelGroup):
@@ -455,6 +511,8 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
                 return next(own, None) or f"vm{next(names)}-{job.build.key[:8]}"
             rs, vms = run_items(out, job.items, job.shape, job.build, acc, factor,
                                 job.kernel_id, opts.echo, next_name)
+            if opts.retry_failed:
+                vms += retry_failed(out, job, rs, opts.retry_failed, acc, factor, opts.echo, next_name)
         summary.timings.setdefault("first_verdict_s", round(time.time() - summary.started, 2))
         print(f"wqh: {job.name} done: {verdict_line(rs)}", flush=True)
         return rs, vms

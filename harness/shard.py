@@ -233,6 +233,9 @@ def _result(t: dict) -> results.TestResult:
     return results.TestResult(**fields)
 
 
+ADDITIVE = ("config_s", "build_s", "vm_s")  # timings that add up over shards
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard links where the file system allows (a merge costs no space), else copies."""
     def link(s, d):
@@ -252,8 +255,12 @@ def merge(parts: list[Part], out: Path) -> results.RunSummary:
         summary.results += [_result(t) for t in p.doc["tests"]]
         summary.kernels.update(p.doc.get("kernels", {}))
         for k, v in (p.doc.get("timings") or {}).items():
-            if isinstance(v, (int, float)) and k.endswith("_s"):
+            if not isinstance(v, (int, float)) or not k.endswith("_s"):
+                continue
+            if k in ADDITIVE:
                 summary.timings[k] = round(summary.timings.get(k, 0) + v, 2)
+            else:  # the first verdict, the first test: the earliest shard's
+                summary.timings[k] = min(v, summary.timings.get(k, v))
         span = max(span, float(p.doc.get("duration_s") or 0))
         summary.strict = summary.strict or bool(p.doc.get("strict"))
         if p.doc.get("interrupted"):

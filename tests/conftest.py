@@ -21,6 +21,17 @@ def tmp_cache(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory):
+    """One unsharded `wqh run scenarios/` (every kernel of the default run), shared by the
+    suite's checks and the shard tests: (results directory, completed process)."""
+    from e2e import wqh
+
+    out = tmp_path_factory.mktemp("full-run") / "out"
+    r = wqh("run", str(REPO / "scenarios"), "--out", str(out))
+    return out, r
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true",
                      help="rewrite the headers of tests/data/reports/*.log from what the parser says now "

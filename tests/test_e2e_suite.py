@@ -1,11 +1,13 @@
 """The guest suite for real: the functional scenarios on the default and KASAN kernels, and the
-kernels built without the feature. Kernels come from the shared cache (built on first use)."""
+kernels built without the feature, all from the session's one run of scenarios/ (full_run in
+conftest.py: every kernel built or reused once, each VM booted as soon as its kernel is ready)."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from e2e import DATA, guest_results, results, wqh
+from e2e import DATA, results, wqh
 from harness import scenario
 from harness.paths import REPO, SCENARIOS
 
@@ -15,12 +17,17 @@ SUITE_FILES = sorted(p.name for p in (REPO / "guest-tests").glob("test_*.py")
                      if p.name != "test_no_watch_queue.py")
 
 
+def _scenario(res: dict, scen: str) -> list[dict]:
+    return [t for t in res["tests"] if t["scenario"] == scen]
+
+
 def _check_all_pass(r, out: Path, scen: str, at_least: int):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     res = results(out)
-    leak_checks = [t for t in res["tests"] if t["test"] == "wqh:kmemleak"]
+    mine = _scenario(res, scen)
+    leak_checks = [t for t in mine if t["test"] == "wqh:kmemleak"]
     assert all(t["outcome"] == "pass" for t in leak_checks)
-    tests = [t for t in res["tests"] if t["test"] != "wqh:kmemleak"]
+    tests = [t for t in mine if t["test"] != "wqh:kmemleak"]
     assert len(tests) >= at_least
     assert {t["outcome"] for t in tests} == {"pass"}, [t for t in tests if t["outcome"] != "pass"]
     assert all(t["scenario"] == scen for t in tests)
@@ -33,31 +40,39 @@ def _check_all_pass(r, out: Path, scen: str, at_least: int):
     return res
 
 
-def test_functional_suite_passes_on_the_default_kernel(tmp_path):
-    r = wqh("run", str(SCENARIOS / "functional.yaml"), "--out", str(tmp_path))
-    res = _check_all_pass(r, tmp_path, "functional", 140)
+def _guest(out: Path, res: dict, scen: str) -> dict:
+    """The guest agent's results file of the VM that ran SCEN."""
+    (vm,) = {t["vm"] for t in _scenario(res, scen)}
+    return json.loads((out / vm / "guest" / "guest-results.json").read_text())
+
+
+def test_functional_suite_passes_on_the_default_kernel(full_run):
+    out, r = full_run
+    res = _check_all_pass(r, out, "functional", 140)
     assert res["timings"]["vm_s"] > 0
-    (g,) = guest_results(tmp_path)
+    g = _guest(out, res, "functional")
     assert g["done"] and "kmemleak" not in g  # no kmemleak in this kernel: no leak check
 
 
-def test_functional_suite_under_kasan_and_kmemleak_has_no_report(tmp_path):
-    r = wqh("run", str(SCENARIOS / "functional-kasan.yaml"), "--out", str(tmp_path))
-    res = _check_all_pass(r, tmp_path, "functional-kasan", 140)
-    assert [t["outcome"] for t in res["tests"] if t["test"] == "wqh:kmemleak"] == ["pass"]
-    (g,) = guest_results(tmp_path)
+def test_functional_suite_under_kasan_and_kmemleak_has_no_report(full_run):
+    out, r = full_run
+    res = _check_all_pass(r, out, "functional-kasan", 140)
+    assert [t["outcome"] for t in _scenario(res, "functional-kasan")
+            if t["test"] == "wqh:kmemleak"] == ["pass"]
+    g = _guest(out, res, "functional-kasan")
     assert g["kmemleak"]["leaks"] == 0, "the end-of-run leak check ran and found nothing"
-    console = next(tmp_path.glob("vm1-*/console.log")).read_text(errors="replace")
+    (vm,) = {t["vm"] for t in _scenario(res, "functional-kasan")}
+    console = (out / vm / "console.log").read_text(errors="replace")
     assert "wqh: end wqh:kmemleak pass" in console
     assert "BUG: KASAN" not in console
 
 
-def test_kernels_without_the_feature_keep_their_contract(tmp_path):
-    r = wqh("run", str(SCENARIOS / "no-watch-queue.yaml"), str(SCENARIOS / "no-key-notifications.yaml"),
-            "--out", str(tmp_path))
+def test_kernels_without_the_feature_keep_their_contract(full_run):
+    out, r = full_run
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
-    res = results(tmp_path)
-    by = {t["test"].split("::")[-1]: (t["scenario"], t["outcome"]) for t in res["tests"]}
+    res = results(out)
+    by = {t["test"].split("::")[-1]: (t["scenario"], t["outcome"]) for t in res["tests"]
+          if t["scenario"].startswith("no-")}
     assert by == {
         "test_notification_pipe_is_enopkg[plain]": ("no-watch-queue", "pass"),
         "test_notification_pipe_is_enopkg[all-flags]": ("no-watch-queue", "pass"),
@@ -67,7 +82,7 @@ def test_kernels_without_the_feature_keep_their_contract(tmp_path):
         "test_notification_pipe_works_without_key_notifications": ("no-key-notifications", "pass"),
         "test_watch_key_is_eopnotsupp_without_key_notifications": ("no-key-notifications", "pass"),
     }
-    assert len(res["kernels"]) == 2
+    assert len({t["kernel"] for t in res["tests"] if t["scenario"].startswith("no-")}) == 2
 
 
 def test_the_same_tests_skip_on_a_kernel_with_the_feature(tmp_path):
