@@ -211,11 +211,11 @@ def _run_pipeline(tmp_path: Path, *scenarios: str):
 
 
 def _cases(junit: Path) -> dict[str, str]:
-    """testcase name -> 'pass' or the first failure/error/skipped tag."""
+    """testcase name (the test function) -> 'pass' or the first failure/error/skipped tag."""
     out = {}
     for tc in ElementTree.parse(junit).iter("testcase"):
         bad = [c.tag for c in tc if c.tag in ("failure", "error", "skipped")]
-        out[tc.get("name")] = bad[0] if bad else "pass"
+        out[tc.get("name").split("::")[-1]] = bad[0] if bad else "pass"
     return out
 
 
