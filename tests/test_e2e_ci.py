@@ -70,3 +70,28 @@ def test_every_vm_prints_its_verdict_as_it_ends(full_run):
     lines = [ln for ln in r.stdout.splitlines() if " done: " in ln]
     assert len(lines) == len({t["vm"] for t in res["tests"]})
     assert res["timings"]["first_verdict_s"] <= res["duration_s"]
+
+
+def test_a_real_run_exports_to_kcidb_and_reads_the_same_in_kunit(full_run, tmp_path):
+    """The outputs CI systems read, of a real run: KCIDB validated by kcidb-io (export validates;
+    its statuses read back one per test), KTAP read by the kernel's own kunit.py parser with our
+    counts."""
+    import kcidb_io
+    from test_results import kunit_parse
+
+    full, r = full_run
+    res = results(full)
+    doc_file = tmp_path / "kcidb.json"
+    ex = wqh("export", "--kcidb", str(full), "--out", str(doc_file), "--origin", "wqh_ci")
+    assert ex.returncode == 0, ex.stderr
+    doc = json.loads(doc_file.read_text())
+    kcidb_io.schema.LATEST.validate(doc)  # kcidb-io's own schema, not ours
+    assert len(doc["tests"]) == len(res["tests"])
+    assert len(doc["builds"]) == len(res["kernels"])
+    assert all(t["origin"] == "wqh_ci" and t["status"] == "PASS" for t in doc["tests"]) == (r.returncode == 0)
+    p, counts, _ = kunit_parse(full / "results.ktap", tmp_path)
+    expected_skips = sum(1 for t in res["tests"] if t["outcome"] == t["expected"] == "skip")
+    assert counts.get("passed", 0) == len(res["tests"]) - expected_skips - counts.get("failed", 0)
+    assert counts.get("failed", 0) == sum(1 for t in res["tests"] if t["outcome"] != t["expected"]
+                                          and t["outcome"] not in ("xfail", "flaky"))
+    assert (p.returncode == 0) == (r.returncode == 0)
