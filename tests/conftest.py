@@ -29,6 +29,7 @@ def full_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("full-run") / "out"
     r = wqh("run", str(REPO / "scenarios"), "--out", str(out))
+    (out.parent / "wqh-run.log").write_text(r.stdout + r.stderr)  # kept with pytest's tmp dirs
     return out, r
 
 
@@ -39,8 +40,11 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    # vm tests build and boot real kernels: run them last, fast feedback first.
-    items.sort(key=lambda i: 1 if i.get_closest_marker("vm") else 0)
+    # vm tests build and boot real kernels: run them last, fast feedback first. Among them the
+    # session's one run of scenarios/ comes first: from an empty cache it builds the default
+    # run's kernels, each VM booting as soon as its kernel is built.
+    items.sort(key=lambda i: (1 if i.get_closest_marker("vm") else 0,
+                              0 if "full_run" in getattr(i, "fixturenames", ()) else 1))
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
