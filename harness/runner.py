@@ -426,8 +426,9 @@ class Slots:
     def vm(self):
         """Wait for a slot; yields whether a build runs beside this VM."""
         with self.cv:
-            self.cv.wait_for(lambda: self.busy < (1 if self.building else self.width)
-                             or procs.stopping())
+            # Polled too: on Ctrl-C a waiting job must see the stop without a notify.
+            while not (self.busy < (1 if self.building else self.width) or procs.stopping()):
+                self.cv.wait(1.0)
             self.busy += 1
             overlap = self.building
         try:
