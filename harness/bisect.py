@@ -446,6 +446,9 @@ class Bisection:
     def run(self) -> Result:
         tree = private_clone(self.repo, self.workdir / "repo")
         _git(tree, "bisect", "reset", check=False)
+        for sha in (self.good, self.bad):  # commits made in the user's repo since the clone
+            if _git(tree, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode != 0:
+                _git(tree, "fetch", "-q", str(self.repo), sha)
         # Endpoints first: the crashing one, then the other (syzbot's order).
         crash_end, clean_end = (self.bad, self.good)
         for sha, kind, want in ((crash_end, "bad endpoint", Verdict.BAD),

@@ -305,3 +305,15 @@ def test_refs_that_are_not_ancestors_are_input_errors_before_any_build(tmp_path)
     with pytest.raises(InputError):  # --fix wants the crashing commit older
         bisect.Bisection(repo, shas[0], shas[-1], o, tmp_path / "s.json", tmp_path / "w", fix=True)
     assert o.built == [] and o.tested == []
+
+
+def test_a_reused_clone_fetches_commits_made_since(tmp_path):
+    repo = tmp_path / "repo"
+    shas = make_repo(repo, 8, bug_at=4)
+    run(repo, shas, FakeOracle(), tmp_path)
+    (repo / "code.c").write_text("version 8\n")  # the bug fixed by a newer commit
+    git(repo, "commit", "-qam", "commit 8")
+    new = git(repo, "rev-parse", "HEAD")
+    b = bisect.Bisection(repo, new, shas[-1], FakeOracle(), tmp_path / "fix.json",
+                         tmp_path / "work", fix=True, log=lambda s: None)
+    assert b.run().culprit == new
