@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -52,6 +53,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--vms", type=_positive, metavar="N",
                    help="VMs to run at once (default: one per 2 CPUs, at least 2; "
                         "1 with --console); timeouts stretch with the load")
+    r.add_argument("--config-file", type=Path, metavar="PATH",
+                   help="a full kernel .config (e.g. syzbot's) for every scenario, instead of "
+                        "its fragments: used as it is plus what the VM and the tests need")
     r.add_argument("--shard", metavar="K/N",
                    help="run only shard K of N: scenario groups (one kernel each) assigned stably "
                         "and balanced; merge the N results directories with `wqh merge`")
@@ -107,6 +111,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "default: watch-queue")
     b.add_argument("--patch", action="append", default=[], type=Path,
                    help="apply this patch (-p1) to a private variant of the tree; repeatable")
+    b.add_argument("--config-file", type=Path, metavar="PATH",
+                   help="a full kernel .config (e.g. syzbot's) instead of fragments: used as it "
+                        "is plus what the VM needs to boot")
     b.add_argument("--rebuild", action="store_true", help="run make even for a cached build")
 
     s = sub.add_parser("shell", help="interactive guest on a built kernel")
@@ -121,7 +128,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("repro", help="run a C reproducer N times in the guest; rate and titles")
     _kernel_opts(rp)
-    rp.add_argument("file", type=Path, help="C reproducer (e.g. syzbot's repro.c), built -static")
+    rp.add_argument("file", type=Path, nargs="?",
+                    help="C reproducer (e.g. syzbot's repro.c), built -static; or --report DIR")
+    rp.add_argument("--report", type=Path, metavar="DIR",
+                    help="a saved syzbot report: config, repro.c (repro.syz alone is not enough), "
+                         "log, and the title (a 'title' file or the report email)")
+    rp.add_argument("--config-file", type=Path, metavar="PATH",
+                    help="a full kernel .config instead of fragments (default with --report: its config)")
     rp.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                     help="kconfig fragment (repeatable; default: watch-queue kasan kmemleak debug-info)")
     rp.add_argument("--patch", type=Path, action="append", default=[],
@@ -133,7 +146,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     vf = sub.add_parser("verify", help="a reproducer on the tree with and without a patch, N runs each")
     _kernel_opts(vf)
-    vf.add_argument("file", type=Path, help="C reproducer, built -static")
+    vf.add_argument("file", type=Path, nargs="?",
+                    help="C reproducer (e.g. syzbot's repro.c), built -static; or --report DIR")
+    vf.add_argument("--report", type=Path, metavar="DIR",
+                    help="a saved syzbot report: config, repro.c (repro.syz alone is not enough), "
+                         "log, and the title (a 'title' file or the report email)")
+    vf.add_argument("--config-file", type=Path, metavar="PATH",
+                    help="a full kernel .config instead of fragments (default with --report: its config)")
     vf.add_argument("--fix", type=Path, action="append", default=[],
                     help="the fix: base = the tree, fixed = the tree + this patch")
     vf.add_argument("--bug", type=Path, action="append", default=[],
@@ -363,7 +382,16 @@ def cmd_run(a) -> int:
         with probs.check():
             durations = shard.durations_from(a.durations)
     known, base = _gate_inputs(probs, a)
+    if a.config_file is not None:
+        from harness import fullconfig
+
+        with probs.check():
+            fullconfig.check(a.config_file)
     probs.raise_if_any()
+    if a.config_file is not None:  # every scenario's kernel: the full config, its patches kept
+        full = a.config_file.resolve()
+        scs = [dataclasses.replace(s, kernel=dataclasses.replace(s.kernel, fragments=(), config=full))
+               for s in scs]
     shard_info = None
     if n:
         p = shard.plan(scs, n, durations)
@@ -414,17 +442,33 @@ def cmd_build(a) -> int:
 
     probs = Problems()
     _common(probs, a)
-    validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
     pl = _patch_forms(probs, a.patch, "--patch")
     _patches_apply(probs, a.kernel, [(pl, {})])
-    with probs.check():
-        validate.symbols_defined(probs, a.kernel, _fragments(a.fragment) if not probs else ())
+    if a.config_file is not None:
+        from harness import fullconfig
+
+        if a.fragment:
+            probs.add(InputError("--fragment and --config-file together", key="--config-file",
+                                 hint="a full .config is used as it is: drop --fragment"))
+        with probs.check():
+            fullconfig.check(a.config_file)
+    else:
+        validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
+        with probs.check():
+            validate.symbols_defined(probs, a.kernel, _fragments(a.fragment) if not probs else ())
     probs.raise_if_any()
     src = source.resolve(a.kernel)
     with build.machine_lock():
         patches.check_applies(patches.tree_reader(src), pl, src.identity)
         ksrc = patches.materialize(src, pl) if pl else src
-        cfg = config.merge(ksrc, _fragments(a.fragment))
+        if a.config_file is not None:
+            from harness import fullconfig
+
+            full = fullconfig.prepare(ksrc, a.config_file)
+            print(full.report_text())
+            cfg = full.config
+        else:
+            cfg = config.merge(ksrc, _fragments(a.fragment))
         b = build.build(ksrc, cfg, patches.patch_hashes(pl), jobs=a.jobs, force=a.rebuild)
     if b.seeded_from:
         print(f"wqh: build directory {b.seed_note}")
@@ -484,9 +528,9 @@ def cmd_doctor(a) -> int:
 
 
 def _check_repro(a, patch_sets, verify: bool = False) -> None:
-    """repro/verify: options, fragments, the reproducer (compiled: gcc is the form check),
-    patches; PATCH_SETS: [(option, paths)]."""
-    from harness import repro
+    """repro/verify: options, fragments or the full config, the reproducer (compiled: gcc is
+    the form check) or the syzbot report directory, patches; PATCH_SETS: [(option, paths)]."""
+    from harness import fullconfig, repro, syzreport
 
     probs = Problems()
     if verify and bool(a.fix) == bool(a.bug):
@@ -495,18 +539,38 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
                                   "(the patch puts the bug back)"))
     _common(probs, a)
     _numbers(probs, a)
-    validate.fragments(probs, a.config, Path.cwd(), "--config")
+    a.syzbot = None
+    if (a.file is None) == (a.report is None):
+        probs.add(InputError("needs a reproducer: FILE or --report DIR (not both)", key="FILE/--report",
+                             hint="give the C reproducer's path, or the directory of a saved "
+                                  "syzbot report (config, repro.c, title or the email)"))
+    elif a.report is not None:
+        with probs.check():
+            a.syzbot = syzreport.load(a.report)
+            a.file = a.syzbot.repro_c
+            if a.config_file is None and not a.config:
+                a.config_file = a.syzbot.config
+    if a.config_file is not None:
+        if a.config:
+            probs.add(InputError("--config and --config-file together", key="--config-file",
+                                 hint="a full .config is used as it is: drop --config"))
+        with probs.check():
+            fullconfig.check(a.config_file)
+    else:
+        validate.fragments(probs, a.config, Path.cwd(), "--config")
     sets = []
     for key, paths in patch_sets:
         ps = _patch_forms(probs, paths, key)
         sets.append((ps, {p: key for p in ps}))
-    with probs.check():
-        validate.reproducer(a.file)
-        repro.check_compiles(a.file)
+    if a.file is not None:
+        with probs.check():
+            validate.reproducer(a.file)
+            repro.check_compiles(a.file, repro.cflags_of(a))
     _patches_apply(probs, a.kernel, sets)
-    with probs.check():
-        validate.symbols_defined(probs, a.kernel, _fragments(list(a.config or repro.DEFAULT_FRAGMENTS))
-                                 if not probs else ())
+    if a.config_file is None:
+        with probs.check():
+            validate.symbols_defined(probs, a.kernel, _fragments(list(a.config or repro.DEFAULT_FRAGMENTS))
+                                     if not probs else ())
     probs.raise_if_any()
 
 

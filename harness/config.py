@@ -30,8 +30,16 @@ class ConfigResult:
     fragments: tuple[Path, ...]
     staging: Path = field(compare=False)
 
+    @functools.cached_property
+    def values(self) -> dict[str, str]:
+        """SYMBOL (no CONFIG_ prefix) -> value as .config writes it ("n" when not set)."""
+        return kconfig.parse_dotconfig(self.dotconfig)
+
     def enabled(self, symbol: str) -> bool:
-        return kconfig.parse_dotconfig(self.dotconfig).get(symbol, "n") != "n"
+        return self.values.get(symbol, "n") != "n"
+
+    def value(self, symbol: str) -> str | None:
+        return self.values.get(symbol)
 
 
 def resolve_fragment(name: str, relative_to: Path | None = None) -> Path:

@@ -34,6 +34,23 @@ def _header(name: str, path: str, pkg: str) -> Check:
     return Check(name, ok, path if ok else f"{path} missing", "" if ok else f"{APT} {pkg}")
 
 
+def _m32() -> Check:
+    """32-bit reproducers (syzbot's 'userspace arch: i386'): gcc -m32 -static must link.
+    Not needed otherwise, so never a failure: the detail says what to install."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "t.c"
+        src.write_text("int main(void) { return 0; }\n")
+        r = subprocess.run(["gcc", "-m32", "-static", "-o", str(Path(d) / "t"), str(src)],
+                           capture_output=True, text=True) if shutil.which("gcc") else None
+    if r is not None and r.returncode == 0:
+        return Check("gcc -m32", True, "links 32-bit static binaries (i386 reproducers)")
+    return Check("gcc -m32", True, f"cannot link 32-bit binaries: only reproducers of syzbot "
+                                   f"reports with 'userspace arch: i386' need it ({APT} gcc-multilib)")
+
+
 def checks(probe_kvm: bool = True) -> list[Check]:
     out = [
         _cmd("qemu-system-x86_64", "qemu-system-x86"),
@@ -44,6 +61,7 @@ def checks(probe_kvm: bool = True) -> list[Check]:
         _cmd("ccache", "ccache"),
         # The guest runs on the host's root: the request-key tests need keyutils' helper there.
         _cmd("request-key", "keyutils"),
+        _m32(),
     ]
     udev = shutil.which("udevadm") or Path("/lib/systemd/systemd-udevd").exists()
     out.append(Check("udev", bool(udev), "present" if udev else

@@ -68,24 +68,65 @@ class Run:
     titles: list[str]
     # (title, text) of every report during the run, repeats included (titles are merged)
     reports: list[tuple[str, str]] = field(default_factory=list)
+    match: str = ""  # against a syzbot report's title: exact / alternative / other kind / none
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate k/n (95 % by default): honest at 0/n and n/n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def _match_title(rep, want) -> bool:
+    from harness import syzreport
+
+    return syzreport.compare_title(rep, want=want) in ("exact", "alternative")
+
+
+def _match(run: Run, summary, want) -> str:
+    """The best of a run's reports against the syzbot report's title."""
+    from harness import syzreport
+
+    order = ("exact", "alternative", "other kind", "none")
+    reps = [x for r in summary.results if r.test.endswith(f"::test_run[{run.index}]") for x in r.reports]
+    got = [syzreport.compare_title(x, want=want) for x in reps] or ["none"]
+    return min(got, key=order.index)
 
 
 _GCC_LOC = re.compile(r"^[^:\n]+:(\d+):(?:\d+:)? (?:fatal )?error:", re.M)
 
 
-def compile_c(src: Path, binary: Path) -> Path:
+def cflags_of(a) -> tuple[str, ...]:
+    """Extra flags of a reproducer: -m32 when its syzbot report says userspace arch: i386."""
+    rep = getattr(a, "syzbot", None)
+    return tuple(rep.cflags) if rep is not None else ()
+
+
+def compile_c(src: Path, binary: Path, extra: tuple[str, ...] = ()) -> Path:
     from harness import validate
 
     validate.reproducer(src)
     cc = shutil.which("gcc")
     if cc is None:
         raise InfraError("gcc is not installed", hint="apt-get install gcc libc6-dev")
-    r = subprocess.run([cc, *CFLAGS, "-x", "c", "-o", str(binary), str(src)], capture_output=True,
+    flags = CFLAGS + list(extra)
+    r = subprocess.run([cc, *flags, "-x", "c", "-o", str(binary), str(src)], capture_output=True,
                        text=True, errors="replace")
+    if r.returncode != 0 and "-m32" in extra and ("gnu/stubs-32.h" in r.stderr
+                                                  or "cannot find -lc" in r.stderr
+                                                  or "skipping incompatible" in r.stderr):
+        raise InfraError("the reproducer is 32-bit (userspace arch: i386) and gcc cannot build "
+                         "32-bit binaries here", hint="apt-get install gcc-multilib (wqh doctor "
+                                                      "checks it)")
     if r.returncode != 0:
         errs = "\n".join(r.stderr.strip().splitlines()[:15])
         m = _GCC_LOC.search(r.stderr)
-        raise InputError(f"does not compile (gcc {' '.join(CFLAGS)}):\n{errs}", file=str(src),
+        raise InputError(f"does not compile (gcc {' '.join(flags)}):\n{errs}", file=str(src),
                          line=int(m.group(1)) if m else 1, key="file",
                          hint="fix the reproducer; it must build as a static binary")
     return binary
@@ -94,24 +135,25 @@ def compile_c(src: Path, binary: Path) -> Path:
 _COMPILED: set[tuple] = set()
 
 
-def check_compiles(src: Path) -> None:
+def check_compiles(src: Path, extra: tuple[str, ...] = ()) -> None:
     """The validation phase's check of a reproducer: it compiles (into a scratch directory).
     A file already compiled by this process, unchanged since, is not compiled again."""
     st = Path(src).stat()
-    key = (str(Path(src).resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(Path(src).resolve()), st.st_size, st.st_mtime_ns, extra)
     if key in _COMPILED:
         return
     with tempfile.TemporaryDirectory(prefix="wqh-repro-check-") as d:
-        compile_c(Path(src), Path(d) / "repro")
+        compile_c(Path(src), Path(d) / "repro", extra)
     _COMPILED.add(key)
 
 
 def scenario_for(case: Path, repeat: int, timeout: float, fragments: tuple[str, ...],
-                 patches: tuple[Path, ...]) -> Scenario:
+                 patches: tuple[Path, ...], full_config: Path | None = None) -> Scenario:
     return Scenario(
         name="repro", file=SCENARIOS / "repro.yaml",
         description=f"{repeat} runs of a reproducer, {timeout:g} s each",
-        kernel=KernelSpec(fragments, patches), vm=VMShape(),
+        kernel=KernelSpec(() if full_config else fragments, patches,
+                          full_config.resolve() if full_config else None), vm=VMShape(),
         # Silence is normal while a reproducer loops; the per-run timeout ends it.
         timeouts=Timeouts(no_output=max(60.0, timeout + 60), total=(timeout + 15) * repeat + 60),
         tests=[TestRef(f"{case}::test_run", case, "crash")])
@@ -193,22 +235,41 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
     out.mkdir(parents=True, exist_ok=True)
     case = out / "test_repro_case.py"
     case.write_text(_CASE.format(binary=str(binary), repeat=a.repeat, timeout=float(a.timeout)))
-    sc = scenario_for(case, a.repeat, float(a.timeout), tuple(a.config) or DEFAULT_FRAGMENTS, patches)
+    sc = scenario_for(case, a.repeat, float(a.timeout), tuple(a.config) or DEFAULT_FRAGMENTS, patches,
+                      getattr(a, "config_file", None))
     opts = runner.RunOptions(kernel=a.kernel, out=out, accel=a.accel, jobs=a.jobs)
     summary = runner.run([sc], opts)
     runs = runs_of(summary)
+    want = getattr(a, "syzbot", None)  # a syzbot report: each run's title against its own
     for r in runs:
+        if want is not None:
+            r.match = _match(r, summary, want)
+            r.reproduced = r.match in ("exact", "alternative")
         what = "reproduced" if r.reproduced else "not reproduced"
-        print(f"{label}run {r.index + 1:>3}/{a.repeat}: {what:<15} {r.outcome:<8} {'; '.join(r.titles)}")
+        vs = f"  [{r.match} title]" if want is not None and r.match != "none" else ""
+        print(f"{label}run {r.index + 1:>3}/{a.repeat}: {what:<15} {r.outcome:<8} {'; '.join(r.titles)}{vs}")
     k = sum(r.reproduced for r in runs)
     titles = sorted({t for r in runs for t in r.titles})
-    print(f"{label}reproduced {k}/{a.repeat}" + (f": {'; '.join(titles)}" if titles else ""))
+    lo, hi = wilson(k, a.repeat)
+    print(f"{label}reproduced {k}/{a.repeat} (95% confidence interval of the rate: {lo:.2f}-{hi:.2f})"
+          + (f": {'; '.join(titles)}" if titles else ""))
+    if want is not None:
+        other = sum(r.match == "other kind" for r in runs)
+        print(f"{label}syzbot's title: {want.title or '(none given: any report counts)'}"
+              + (f"; {other} runs reported another kind" if other else ""))
+    first = next((r for r in summary.results if r.reports and "::test_run[" in r.test
+                  and (want is None or any(_match_title(x, want) for x in r.reports))), None)
+    if first is not None:
+        text = first.reports[0].text.rstrip()
+        print(f"{label}first hit ({first.test.rsplit('::', 1)[-1]}, {first.vm}):\n"
+              + "\n".join("    " + ln for ln in text.splitlines()[:60]))
     for r in summary.results:  # kmemleak kernels: the leak check after the last run of a VM
         if r.test == "wqh:kmemleak" and r.reports:
             print(f"{label}leak check ({r.vm}): {'; '.join(x.title for x in r.reports)}")
     (out / "repro.json").write_text(json.dumps({
         "file": str(a.file.resolve()), "patches": [str(p) for p in patches], "repeat": a.repeat,
-        "timeout_s": a.timeout, "reproduced": k, "titles": titles,
+        "timeout_s": a.timeout, "reproduced": k, "titles": titles, "rate_ci95": [lo, hi],
+        "syzbot_title": want.title if want is not None else None,
         "runs": [run_json(r) for r in runs]}, indent=1) + "\n")
     infra = any(r.outcome == "infra-error" for r in summary.results)
     return Outcome(k, a.repeat, titles, infra, runs)
@@ -216,7 +277,7 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
 
 def _binary(a, d: str, out: Path) -> Path:
     """Compile into D, then move the binary into OUT (the run's staging directory)."""
-    built = compile_c(a.file.resolve(), Path(d) / "repro")
+    built = compile_c(a.file.resolve(), Path(d) / "repro", cflags_of(a))
     out.mkdir(parents=True, exist_ok=True)
     return Path(shutil.move(str(built), out / "repro"))
 

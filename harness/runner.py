@@ -8,7 +8,6 @@ import dataclasses
 import itertools
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from harness import accel as accel_mod
 from harness import build as build_mod
@@ -57,6 +57,7 @@ class KernelGroup:
     fragments: tuple[Path, ...]
     patches: tuple[Path, ...]
     scenarios: list[Scenario] = field(default_factory=list)
+    full_config: Path | None = None  # a full .config (kernel.config / --config-file)
 
 
 def default_out_dir() -> Path:
@@ -76,10 +77,12 @@ def default_out_dir() -> Path:
 GUEST_CMDLINE = ("oops=panic",)
 
 
-def guest_cmdline(dotconfig: str) -> tuple[str, ...]:
+def guest_cmdline(cfg: config.ConfigResult, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The VM's kernel command line: ours, then OWN (a full config's own settings, e.g.
+    syzbot's panic_on_warn=1)."""
     # KASAN reports only its first bug unless told otherwise; every test deserves its own.
-    extra = ("kasan_multi_shot",) if "\nCONFIG_KASAN=y\n" in dotconfig else ()
-    return GUEST_CMDLINE + extra
+    extra = ("kasan_multi_shot",) if cfg.enabled("KASAN") else ()
+    return GUEST_CMDLINE + extra + tuple(own)
 
 
 def time_factor(cfg: config.ConfigResult, acc: accel_mod.Accel) -> float:
@@ -93,9 +96,10 @@ def time_factor(cfg: config.ConfigResult, acc: accel_mod.Accel) -> float:
 def group_kernels(scenarios: list[Scenario]) -> list[KernelGroup]:
     groups: dict[tuple, KernelGroup] = {}
     for s in scenarios:
-        frags = config.fragment_list(list(s.kernel.fragments), s.file.parent)
-        key = (frags, s.kernel.patches)
-        groups.setdefault(key, KernelGroup(frags, s.kernel.patches)).scenarios.append(s)
+        full = s.kernel.config
+        frags = () if full else config.fragment_list(list(s.kernel.fragments), s.file.parent)
+        key = (frags, s.kernel.patches, full)
+        groups.setdefault(key, KernelGroup(frags, s.kernel.patches, full_config=full)).scenarios.append(s)
     return list(groups.values())
 
 
@@ -124,20 +128,18 @@ def _save_kernel_artifacts(out: Path, b: build_mod.BuildResult, cfg: config.Conf
 Item = tuple[Scenario, TestRef]
 
 
-def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
-           b: build_mod.BuildResult, acc: accel_mod.Accel, factor: float, kernel_id: str,
-           echo: bool) -> tuple[list[results.TestResult], vm.VMResult]:
+def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.TestResult], vm.VMResult]:
     """One boot running ITEMS in order. Tests it never started come back as 'lost'."""
+    job, out, acc, factor = boots.job, boots.out, boots.acc, boots.factor
+    shape, b, cfg, kernel_id = job.shape, job.build, job.config, job.kernel_id
     vdir = out / name
     gdir = vdir / "guest"
     gdir.mkdir(parents=True, exist_ok=True)
     plan_tests = [{"id": t.id, "node": t.node} for _, t in items]
     order = [(s.name, t.id, t.expect, t.title) for s, t in items]
-    dotconfig = (b.builddir / ".config").read_text(errors="replace")
-    hz = re.search(r"^CONFIG_HZ=(\d+)$", dotconfig, re.M)
-    plan = {"results_dir": str(gdir), "tests": plan_tests,
-            "kmemleak": "\nCONFIG_DEBUG_KMEMLEAK=y\n" in dotconfig,
-            "hz": int(hz.group(1)) if hz else None}
+    hz = cfg.value("HZ")
+    plan = {"results_dir": str(gdir), "tests": plan_tests, "kmemleak": cfg.enabled("DEBUG_KMEMLEAK"),
+            "hz": int(hz) if hz and hz.isdigit() else None}
     plan_file = vdir / "plan.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     # Pre-written as lost: a VM that dies reads as a failure, never as a pass.
@@ -147,14 +149,14 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     no_output = max(s.timeouts.no_output for s in scs) * factor
     total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
-                     rwdirs=(vdir,), append=guest_cmdline(dotconfig), no_output_s=no_output,
+                     rwdirs=(vdir,), append=guest_cmdline(cfg, job.cmdline), no_output_s=no_output,
                      start_no_output_s=START_SILENCE_S * factor, total_s=total)
     warm_bytecode([t["node"] for t in plan_tests])
     exec_cmd = agent_command(plan_file)
     print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}; {len(items)} tests; "
           f"no-output timeout {no_output:.0f}s, total {total:.0f}s)", flush=True)
     started = time.time()
-    vres = vm.run(spec, acc, exec_cmd, vdir / "console.log", echo=echo)
+    vres = vm.run(spec, acc, exec_cmd, vdir / "console.log", echo=boots.echo)
     ended = time.time()
     try:
         guest = protocol.read(str(gdir / protocol.RESULTS))
@@ -163,7 +165,7 @@ def run_vm(out: Path, name: str, items: list[Item], shape: VMShape,
     with open(vdir / "console.log", encoding="utf-8", errors="replace", newline="") as fh:
         text = fh.read()  # newline="": report line numbers match the file's
     sym = None
-    if "\nCONFIG_DEBUG_INFO=y\n" in dotconfig and b.vmlinux.is_file():
+    if cfg.enabled("DEBUG_INFO") and b.vmlinux.is_file():
         # addr2line, not decode_stacktrace.sh: the same file:line, a fraction of the time.
         sym = symbolize.Symbolizer.for_build(b.vmlinux, use_script=False)
     # The console is parsed once; its reports go to the verdicts, the leak check and reports.json
@@ -239,9 +241,7 @@ def retry_items(items: list[Item], lost_ids: list[str]) -> list[Item]:
     return out
 
 
-def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildResult,
-              acc: accel_mod.Accel, factor: float, kernel_id: str, echo: bool,
-              next_name) -> tuple[list[results.TestResult], list[vm.VMResult]]:
+def run_items(boots: "Boots", items: list[Item]) -> tuple[list[results.TestResult], list[vm.VMResult]]:
     """Run ITEMS, booting a fresh VM for the tests a dead VM never started.
 
     A VM that started no test at all is an infrastructure failure: no retry.
@@ -253,7 +253,7 @@ def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildRe
     while pending:
         if procs.stopping():
             break  # interrupted: the main thread reports what never ran
-        rs, vres = run_vm(out, next_name(), pending, shape, b, acc, factor, kernel_id, echo)
+        rs, vres = run_vm(boots, boots.next_name(), pending)
         vms.append(vres)
         lost_ids = [r.test for r in rs if r.outcome == protocol.LOST]
         started = [r for r in rs if r.outcome != protocol.LOST]
@@ -287,8 +287,7 @@ def run_items(out: Path, items: list[Item], shape: VMShape, b: build_mod.BuildRe
 RETRYABLE = (Outcome.FAIL, Outcome.HANG, Outcome.TIMEOUT)
 
 
-def retry_failed(out: Path, job: "VMJob", rs: list[results.TestResult], times: int,
-                 acc: accel_mod.Accel, factor: float, echo: bool, next_name) -> list[vm.VMResult]:
+def retry_failed(boots: "Boots", rs: list[results.TestResult], times: int) -> list[vm.VMResult]:
     """Run the job's failed tests again in fresh VMs, up to TIMES. A test that passes with no
     kernel report becomes flaky, its failures kept as attempts; one that fails again keeps
     its latest outcome. RS is updated in place; returns the extra boots."""
@@ -298,10 +297,9 @@ def retry_failed(out: Path, job: "VMJob", rs: list[results.TestResult], times: i
                    and r.expected == Outcome.PASS and r.test != protocol.KMEMLEAK_ID]
         if not failing or procs.stopping():
             break
-        items = retry_items(job.items, [r.test for r in failing])
-        print(f"wqh: retrying {len(failing)} failed tests of {job.name} in a fresh VM", flush=True)
-        again, more = run_items(out, items, job.shape, job.build, acc, factor, job.kernel_id,
-                                echo, next_name)
+        items = retry_items(boots.job.items, [r.test for r in failing])
+        print(f"wqh: retrying {len(failing)} failed tests of {boots.job.name} in a fresh VM", flush=True)
+        again, more = run_items(boots, items)
         vms += more
         latest = {(r.scenario, r.test): r for r in again}
         for r in failing:
@@ -368,9 +366,20 @@ def _finished_variant(src: source.KernelSource, g: KernelGroup):
     vsrc = patches.planned(src, g.patches)
     if vsrc is None:
         return None
-    cfg = config.merge(src, g.fragments)  # no patched Kconfig: the base tree's merge is the same
+    cfg, full = configure(src, g)  # no patched Kconfig: the base tree's config is the same
     b = build_mod.reusable(vsrc, cfg, patches.patch_hashes(g.patches))
-    return (vsrc, cfg, b) if b else None
+    return (vsrc, cfg, full, b) if b else None
+
+
+def configure(src: source.KernelSource, g: KernelGroup):
+    """(ConfigResult, FullConfig or None): the group's fragments merged, or its full config
+    prepared (as it is, plus what the VM and the guest tests need)."""
+    if g.full_config is None:
+        return config.merge(src, g.fragments), None
+    from harness import fullconfig
+
+    full = fullconfig.prepare(src, g.full_config, guest_tests=True)
+    return full.config, full
 
 
 @dataclass
@@ -384,6 +393,21 @@ class VMJob:
     factor: float
     kernel_id: str
     scenarios: list[Scenario]
+    config: config.ConfigResult
+    cmdline: tuple[str, ...] = ()  # a full config's own settings (panic_on_warn=1), after ours
+
+
+@dataclass
+class Boots:
+    """What every boot of one job shares: where it writes, the accelerator, the timeout factor
+    (the job's, stretched by the load), the console echo, and how the next boot is named."""
+
+    out: Path
+    job: VMJob
+    acc: accel_mod.Accel
+    factor: float
+    echo: bool
+    next_name: Callable[[], str]
 
 
 def default_vms(host_cpus: int | None = None) -> int:
@@ -439,25 +463,42 @@ class Slots:
                 self.cv.notify_all()
 
 
+@dataclass
+class Kernel:
+    """A group's kernel, built: its config, build, identity and, from a full config, what
+    was changed in it and the settings of its own to boot with."""
+
+    config: config.ConfigResult
+    build: build_mod.BuildResult
+    id: str
+    full: object | None = None  # fullconfig.FullConfig
+
+    @property
+    def cmdline(self) -> tuple[str, ...]:
+        return tuple(self.full.cmdline_params) if self.full is not None else ()
+
+
 def _prepare(src: source.KernelSource, g: KernelGroup, opts: RunOptions,
-             summary: results.RunSummary):
-    """(config, build, kernel id) of a group, built now if not cached."""
+             summary: results.RunSummary) -> Kernel:
+    """A group's kernel, built now if not cached."""
     t = time.monotonic()
     found = None if opts.force_build else _finished_variant(src, g)
     if found:
-        ksrc, cfg, b = found
+        ksrc, cfg, full, b = found
     else:
         # A patched variant's slot must not switch under a build: hold the machine lock. A
         # plain tree needs none here (merges lock per source, finished builds are reused
         # lock-free), so a run on a built kernel never waits behind a build.
         with build_mod.machine_lock() if g.patches else contextlib.nullcontext():
             ksrc = patches.materialize(src, g.patches) if g.patches else src
-            cfg = config.merge(ksrc, g.fragments)
+            cfg, full = configure(ksrc, g)
+            if full is not None:
+                print(full.report_text(), flush=True)
             summary.timings["config_s"] = round(summary.timings.get("config_s", 0)
                                                 + time.monotonic() - t, 2)
             b = build_mod.build(ksrc, cfg, patches.patch_hashes(g.patches), jobs=opts.jobs,
                                 force=opts.force_build, nice=BUILD_NICE)
-    return cfg, b, f"{ksrc.identity}+{cfg.hash}"
+    return Kernel(cfg, b, f"{ksrc.identity}+{cfg.hash}", full)
 
 
 def vm_shapes(g: KernelGroup) -> list[tuple[VMShape, list[Scenario]]]:
@@ -510,10 +551,10 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
 
             def next_name() -> str:
                 return next(own, None) or f"vm{next(names)}-{job.build.key[:8]}"
-            rs, vms = run_items(out, job.items, job.shape, job.build, acc, factor,
-                                job.kernel_id, opts.echo, next_name)
+            boots = Boots(out, job, acc, factor, opts.echo, next_name)
+            rs, vms = run_items(boots, job.items)
             if opts.retry_failed:
-                vms += retry_failed(out, job, rs, opts.retry_failed, acc, factor, opts.echo, next_name)
+                vms += retry_failed(boots, rs, opts.retry_failed)
         summary.timings.setdefault("first_verdict_s", round(time.time() - summary.started, 2))
         print(f"wqh: {job.name} done: {verdict_line(rs)}", flush=True)
         return rs, vms
@@ -525,14 +566,17 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             kernel_id = src.identity
             slots.set_building(True)
             try:
-                cfg, b, kernel_id = _prepare(src, g, opts, summary)
+                k = _prepare(src, g, opts, summary)
             except WqhError as e:
                 print(f"wqh: {e}", file=sys.stderr)
                 summary.results += _infra(g.scenarios, kernel_id, str(e))
                 continue
             finally:
                 slots.set_building(False)
+            cfg, b, kernel_id = k.config, k.build, k.id
             kdir = _save_kernel_artifacts(out, b, cfg)
+            if k.full is not None:
+                k.full.save(kdir)  # changes.json / changes.txt: what differs from the file, by cause
             phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
             how = ("reused" if b.reused else
                    f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
@@ -551,7 +595,8 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             factor = time_factor(cfg, acc)
             for shape, scs in plans[i]:
                 items = [(s, t) for s in scs for t in s.tests]
-                job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs)
+                job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs,
+                            cfg, k.cmdline)
                 jobs.append((job, pool.submit(run_job, job)))
         if pool is None:
             return

@@ -43,6 +43,7 @@ class TestRef:
 class KernelSpec:
     fragments: tuple[str, ...] = ()
     patches: tuple[Path, ...] = ()
+    config: Path | None = None  # a full .config (syzbot's), used instead of the fragments
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,28 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
     from harness import patches as patches_mod
     from harness import validate
 
-    k = ctx.mapping(node, "kernel", {"fragments": "", "patches": ""})
+    k = ctx.mapping(node, "kernel", {"fragments": "", "patches": "", "config": ""})
     frags: tuple[str, ...] = ()
     plist: list[Path] = []
+    full: Path | None = None
+    if "config" in k:
+        from harness import fullconfig
+
+        n = k["config"][1]
+        with probs.check():
+            rel = ctx.scalar(n, "kernel.config", str)
+            full = (file.parent / rel).resolve()
+            if "fragments" in k:
+                raise ctx.fail(n, "kernel.config", "a full config and fragments together",
+                               hint="a full .config is used as it is: drop kernel.fragments, or "
+                                    "give fragments only")
+            if not full.is_file():
+                raise ctx.fail(n, "kernel.config", f"config {full} does not exist",
+                               hint=f"paths are relative to {file.parent}")
+            try:
+                fullconfig.check(full, "kernel.config")
+            except InputError as e:
+                raise ctx.fail(n, "kernel.config", str(e).split("\n  fix: ")[0], e.hint) from None
     if "fragments" in k:
         frags = tuple(ctx.scalar(n, "kernel.fragments", str)
                       for n in ctx.seq(k["fragments"][1], "kernel.fragments"))
@@ -345,7 +365,7 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
                 except InputError as e:
                     raise ctx.fail(n, "kernel.patches", e.detail, e.hint) from None
                 plist.append(p)
-    return KernelSpec(frags, tuple(plist))
+    return KernelSpec(frags, tuple(plist), full)
 
 
 def discover(paths: list[str]) -> list[Path]:

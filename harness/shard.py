@@ -86,8 +86,11 @@ class Plan:
 
 
 def group_of(s: Scenario) -> str:
-    frags = config.fragment_list(list(s.kernel.fragments), s.file.parent)
-    parts = [_stable_name(f) for f in frags] + ["patch:" + _stable_name(p) for p in s.kernel.patches]
+    if s.kernel.config is not None:
+        parts = ["config:" + _stable_name(s.kernel.config)]
+    else:
+        parts = [_stable_name(f) for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
+    parts += ["patch:" + _stable_name(p) for p in s.kernel.patches]
     return "+".join(parts)
 
 

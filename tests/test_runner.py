@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from harness import runner
+from harness.config import ConfigResult
 from harness.scenario import Scenario, TestRef
 
 F = Path("/repo/guest-tests/test_x.py")
@@ -30,8 +31,12 @@ def test_a_whole_file_request_retries_its_lost_tests():
 
 
 def test_guest_cmdline_panics_on_oops_and_shows_every_kasan_report():
-    assert runner.guest_cmdline("CONFIG_X=y\n") == ("oops=panic",)
-    assert "kasan_multi_shot" in runner.guest_cmdline("CONFIG_X=y\nCONFIG_KASAN=y\n")
+    def cfg(text):
+        return ConfigResult(text, "h", (), Path("/s"))
+    assert runner.guest_cmdline(cfg("CONFIG_X=y\n")) == ("oops=panic",)
+    assert "kasan_multi_shot" in runner.guest_cmdline(cfg("CONFIG_X=y\nCONFIG_KASAN=y\n"))
+    # A full config's own settings (syzbot's panic_on_warn=1) come after ours.
+    assert runner.guest_cmdline(cfg("CONFIG_KASAN=y\n"), ("panic_on_warn=1",))[-1] == "panic_on_warn=1"
 
 
 def _fake_vm(ends):
@@ -41,7 +46,7 @@ def _fake_vm(ends):
 
     boots = []
 
-    def run_vm(out, name, items, *a):
+    def run_vm(ctx, name, items):
         end = ends[len(boots)]
         boots.append(name)
         outcome = "pass" if end == "ok" else protocol.LOST
@@ -56,17 +61,17 @@ def test_a_boot_that_dies_before_the_first_test_is_retried_once(monkeypatch):
     names = iter(f"vm{i}" for i in range(1, 10))
     fake, boots = _fake_vm(["exited", "ok"])
     monkeypatch.setattr(runner, "run_vm", fake)
-    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names)), items)
     assert boots == ["vm1", "vm2"] and [r.outcome for r in rs] == ["pass"]
     # Twice in a row: the kernel cannot boot, an infrastructure error, no third boot.
     fake, boots = _fake_vm(["exited", "panic", "ok"])
     monkeypatch.setattr(runner, "run_vm", fake)
-    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names)), items)
     assert len(boots) == 2 and [r.outcome for r in rs] == ["infra-error"]
     # A hang is not a flake: no second boot.
     fake, boots = _fake_vm(["hang", "ok"])
     monkeypatch.setattr(runner, "run_vm", fake)
-    rs, _ = runner.run_items(Path("/o"), items, None, None, None, 1.0, "k", False, lambda: next(names))
+    rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names)), items)
     assert len(boots) == 1 and [r.outcome for r in rs] == ["infra-error"]
 
 
