@@ -444,7 +444,10 @@ class Bisection:
 
     # -- the whole bisection
     def run(self) -> Result:
-        tree = private_clone(self.repo, self.workdir / "repo")
+        # WORKDIR/src/<the repo's directory name>: builds beside it in WORKDIR/builds see the
+        # tree at the same relative path as the cache's own builds see theirs, so ccache (its
+        # base dir is the cache) serves every file the history did not change.
+        tree = private_clone(self.repo, self.workdir / "src" / self.repo.name)
         _git(tree, "bisect", "reset", check=False)
         for sha in (self.good, self.bad):  # commits made in the user's repo since the clone
             if _git(tree, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode != 0:

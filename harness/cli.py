@@ -21,6 +21,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def bisect_runs() -> int:
+    from harness import bisect
+
+    return bisect.RUNS
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -177,6 +183,32 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--index", type=Path, help="the bug index (default: scenarios/regressions/wall/bugs.yaml)")
     w.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     w.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+
+    bi = sub.add_parser("bisect", help="the commit that introduced (or --fix: fixed) a bug, "
+                                       "flaky-aware, with a reproducer, a report or a scenario")
+    bi.add_argument("--kernel", metavar="REPO", required=True, help="a git repository of the kernel")
+    bi.add_argument("--good", required=True, metavar="REF", help="a commit without the bug")
+    bi.add_argument("--bad", required=True, metavar="REF", help="a commit with the bug")
+    bi.add_argument("--fix", action="store_true",
+                    help="find the commit that fixed it: --bad is the older, crashing commit")
+    bi.add_argument("file", type=Path, nargs="?", help="a C reproducer (or --report / --scenario)")
+    bi.add_argument("--report", type=Path, metavar="DIR", help="a saved syzbot report directory")
+    bi.add_argument("--scenario", type=Path, metavar="FILE",
+                    help="a scenario: a run 'crashes' when a test is not as expected")
+    bi.add_argument("--title", help="count only crashes with this title (default: the report's "
+                                    "title, else any crash, as syzbot does)")
+    bi.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
+                    help="kconfig fragment for a reproducer (default: watch-queue kasan kmemleak debug-info)")
+    bi.add_argument("--config-file", type=Path, metavar="PATH", help="a full kernel .config")
+    bi.add_argument("--runs", type=_positive, default=bisect_runs(), metavar="N",
+                    help="runs per commit (default 10; twice as many on the endpoints and once "
+                         "the bug shows flaky)")
+    bi.add_argument("--timeout", type=float, default=60.0, help="seconds per reproducer run (default 60)")
+    bi.add_argument("--out", type=Path, required=True,
+                    help="artifacts and the state file bisect.json (run again with the same "
+                         "--out to resume)")
+    bi.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    bi.add_argument("-j", "--jobs", type=int, help="make jobs (default: number of CPUs)")
 
     d = sub.add_parser("doctor", help="what is missing here, and how to install it")
     d.add_argument("--no-probe", action="store_true", help="do not boot a KVM probe")
@@ -574,6 +606,55 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
     probs.raise_if_any()
 
 
+def cmd_bisect(a) -> int:
+    from harness import bisect, bisect_run, fullconfig, repro, scenario, syzreport
+
+    probs = Problems()
+    _common(probs, a)
+    _numbers(probs, a)
+    repo = Path(a.kernel).expanduser().resolve()
+    oracles = [x for x in (a.file, a.report, a.scenario) if x is not None]
+    if len(oracles) != 1:
+        probs.add(InputError("needs one oracle: a reproducer FILE, --report DIR or --scenario FILE",
+                             key="FILE/--report/--scenario",
+                             hint="the C reproducer, a saved syzbot report, or a scenario whose "
+                                  "tests fail on the bug"))
+    a.syzbot = scen = None
+    if a.report is not None:
+        with probs.check():
+            a.syzbot = syzreport.load(a.report)
+            a.file = a.syzbot.repro_c
+            if a.config_file is None and not a.config:
+                a.config_file = a.syzbot.config
+    if a.scenario is not None:
+        with probs.check():
+            (scen,) = scenario.load_all([str(a.scenario)])
+    if a.config_file is not None:
+        with probs.check():
+            fullconfig.check(a.config_file)
+    else:
+        validate.fragments(probs, a.config, Path.cwd(), "--config")
+    if a.file is not None:
+        with probs.check():
+            validate.reproducer(a.file)
+            repro.check_compiles(a.file, repro.cflags_of(a))
+    with probs.check():
+        validate.out_path("--out", a.out)
+    if not (repo / ".git").exists():
+        probs.add(InputError(f"{repo} is not a git repository", key="--kernel",
+                             hint="wqh bisect needs the kernel's git history"))
+    else:
+        title = a.title or (a.syzbot.title if a.syzbot else None)
+        alts = a.syzbot.alt_titles if a.syzbot and not a.title else ()
+        with probs.check():  # refs that resolve, ancestry: before any clone or build
+            a.bisection = bisect.Bisection(
+                repo, a.good, a.bad, None, Path(os.path.abspath(a.out)) / "bisect.json",
+                bisect_run.workdir_for(repo), fix=a.fix, title=title, alt_titles=alts,
+                runs=a.runs, first_runs=2 * a.runs)
+    probs.raise_if_any()
+    return bisect_run.main(a, scen)
+
+
 def cmd_repro(a) -> int:
     from harness import repro
 
@@ -685,7 +766,8 @@ def report_text(reports, log: Path, top: int = 8) -> str:
     return "\n".join(out).rstrip()
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "gate": cmd_gate, "export": cmd_export, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "gate": cmd_gate, "export": cmd_export,
+            "bisect": cmd_bisect, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
             "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall}
 

@@ -48,6 +48,7 @@ class RunOptions:
     durations: dict | None = None  # (scenario, test) -> seconds of an earlier run
     build_only: bool = False
     strict: bool = False  # flaky fails the gate
+    kernel_source: source.KernelSource | None = None  # instead of resolving `kernel` (bisect)
     retry_failed: int = 0  # re-runs of a failed test in a fresh VM (a pass then: flaky)
     known_issues: object | None = None  # known_issues.KnownIssues: waivers applied at the end
 
@@ -524,7 +525,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     """Kernels one at a time (a build owns the CPUs); each kernel's VMs boot as soon as it is
     built, beside the next build, so the first verdict comes after one build and one boot."""
     out = summary.out_dir
-    src = source.resolve(opts.kernel)
+    src = opts.kernel_source or source.resolve(opts.kernel)
     groups = group_kernels(scenarios)
     # Every group's patches apply to this tree, or nothing starts (an input error, exit 3).
     for g in groups:

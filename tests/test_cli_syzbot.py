@@ -91,3 +91,36 @@ def test_the_rate_interval_holds_the_rate_and_stays_in_0_1(k, n):
     # More runs, the same rate: a narrower interval.
     lo2, hi2 = repro.wilson(k * 10, n * 10)
     assert hi2 - lo2 < hi - lo
+
+
+def _repo(tmp_path, n=4) -> Path:
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    for i in range(n):
+        (repo / "f").write_text(f"{i}\n")
+        subprocess.run(git + ["add", "f"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", f"c{i}"], check=True)
+    return repo
+
+
+@pytest.mark.parametrize("refs, want", [
+    (["--good", "HEAD", "--bad", "HEAD~3"], "is not an ancestor"),
+    (["--good", "nosuchref", "--bad", "HEAD"], "--good"),
+    (["--good", "HEAD", "--bad", "HEAD"], "same commit"),
+    (["--good", "HEAD~3", "--bad", "HEAD", "--fix"], "with --fix the crashing commit is the older one"),
+])
+def test_bisect_refuses_refs_that_cannot_bound_a_bisection_before_any_work(tmp_path, refs, want):
+    repo = _repo(tmp_path)
+    r = wqh("bisect", "--kernel", str(repo), *refs, str(REPORTS / "cve-2022-0995" / "repro.c"),
+            "--out", str(tmp_path / "o"))
+    assert r.returncode == 3, r.stderr
+    assert want in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bisect_needs_a_git_history_and_exactly_one_oracle(tmp_path):
+    r = wqh("bisect", "--kernel", str(tmp_path), "--good", "a", "--bad", "b", "--out", str(tmp_path / "o"))
+    assert r.returncode == 3
+    assert "is not a git repository" in r.stderr and "needs one oracle" in r.stderr
