@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="linux-source-6.1 qemu-system-x86 udev gcc make flex bison bc cpio libelf-dev libssl-dev
+PKGS="linux-source-6.1 linux-source-6.12 qemu-system-x86 udev gcc make flex bison bc cpio libelf-dev libssl-dev
       ccache git xz-utils keyutils python3 python3-venv python3-pip"
 missing=""
 for p in $PKGS; do

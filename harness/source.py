@@ -1,7 +1,10 @@
-"""Kernel source trees: the Debian default, a user's path, or a git ref.
+"""Kernel source trees: Debian's linux-source packages by name, a user's path, or a git ref.
 
 The user's tree is never written to: builds use O=, a git ref is checked out
-in a private clone under the cache, the Debian tarball is unpacked once.
+in a private clone under the cache, a Debian tarball is unpacked once.
+
+--kernel takes PATH, PATH@REF or debian:SERIES (debian:6.1, debian:6.12: the installed
+linux-source-SERIES package's tarball in /usr/src); no --kernel is debian:6.1.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -18,8 +22,12 @@ from harness import procs
 from harness.errors import InfraError, InputError
 from harness.paths import cache_dir
 
+# The default source (no --kernel): debian:6.1. Its identity keys the cache's builds.
+DEBIAN_DEFAULT = "6.1"
 DEBIAN_TARBALLS = ("/usr/src/linux-source-6.1.tar.xz", "/usr/src/linux-source-6.1.tar.bz2")
 DEBIAN_PACKAGE = "linux-source-6.1"
+DEBIAN_PREFIX = "debian:"
+DEBIAN_SERIES = re.compile(r"^[1-9][0-9]*\.[0-9]+$")  # 6.1, 6.12: linux-source-<series>
 
 
 @dataclass(frozen=True)
@@ -35,15 +43,41 @@ class KernelSource:
 
     def version(self) -> str:
         """Kernel version from the top Makefile, e.g. '6.1.192'."""
-        vals = {}
+        return version(self)
+
+
+_MAKEVAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(\S*)\s*$")
+
+
+def makefile_version(text: str) -> str:
+    """'6.12.118' from a top Makefile's VERSION, PATCHLEVEL, SUBLEVEL (and EXTRAVERSION)."""
+    vals: dict[str, str] = {}
+    for line in text.splitlines()[:40]:
+        m = _MAKEVAR.match(line)
+        if m and m.group(1) not in vals:
+            vals[m.group(1)] = m.group(2)
+    if "VERSION" not in vals or "PATCHLEVEL" not in vals:
+        return "unknown"
+    v = ".".join(vals.get(k, "?") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+    return v + vals.get("EXTRAVERSION", "")
+
+
+def version(src: "KernelSource | str | None") -> str:
+    """The kernel version ('6.1.192', '6.12.118') of a source: its Makefile's
+    VERSION.PATCHLEVEL.SUBLEVEL(EXTRAVERSION), 'unknown' when unreadable. SRC is a KernelSource,
+    or a --kernel spec (None: the default), read without unpacking or cloning: a Debian
+    tarball that is not unpacked yet gives its top Makefile alone."""
+    if isinstance(src, KernelSource):
         try:
-            for line in (self.path / "Makefile").read_text().splitlines()[:12]:
-                k, _, v = line.partition("=")
-                vals[k.strip()] = v.strip()
+            return makefile_version((src.path / "Makefile").read_text(errors="replace"))
         except OSError:
             return "unknown"
-        v = ".".join(vals.get(k, "?") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
-        return v + vals.get("EXTRAVERSION", "")
+    try:
+        read = file_reader(src)
+        data = read("Makefile") if read is not None else None
+    except (InputError, InfraError, OSError):
+        return "unknown"
+    return makefile_version(data.decode(errors="replace")) if data else "unknown"
 
 
 def _check_tree(path: Path, what: str) -> None:
@@ -57,31 +91,88 @@ def _check_tree(path: Path, what: str) -> None:
                               "from a private checkout")
 
 
-def _debian_version() -> str:
+def debian_series(spec: str | None) -> str | None:
+    """The Debian series SPEC names ('6.12' for debian:6.12, the default's for None), or None
+    for a PATH or PATH@REF. The series is not checked here: see check_debian."""
+    if not spec:
+        return DEBIAN_DEFAULT
+    if spec.startswith(DEBIAN_PREFIX):
+        return spec[len(DEBIAN_PREFIX):]
+    return None
+
+
+def debian_package(series: str = DEBIAN_DEFAULT) -> str:
+    return DEBIAN_PACKAGE if series == DEBIAN_DEFAULT else f"linux-source-{series}"
+
+
+def _debian_tarballs(series: str) -> tuple[str, ...]:
+    if series == DEBIAN_DEFAULT:
+        return DEBIAN_TARBALLS
+    return tuple(f"/usr/src/linux-source-{series}.tar.{z}" for z in ("xz", "bz2"))
+
+
+def _package_version(package: str) -> str:
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", DEBIAN_PACKAGE],
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
                              capture_output=True, text=True, check=False)
         return out.stdout.strip()
     except FileNotFoundError:
         return ""
 
 
-def debian_tarball() -> Path | None:
-    for t in DEBIAN_TARBALLS:
+def _debian_version() -> str:
+    """The installed version of the default package (linux-source-6.1)."""
+    return _package_version(DEBIAN_PACKAGE)
+
+
+def debian_tarball(series: str = DEBIAN_DEFAULT) -> Path | None:
+    for t in _debian_tarballs(series):
         if Path(t).is_file():
             return Path(t)
     return None
 
 
-def _debian_layout() -> tuple[Path, Path, Path, str]:
-    """(tarball, tree, stamp, identity) of the Debian default source; InfraError without it."""
-    tarball = debian_tarball()
+def installed_series() -> list[str]:
+    """Series whose linux-source tarball is in /usr/src, oldest first (for messages)."""
+    found = {DEBIAN_DEFAULT} if debian_tarball() else set()
+    for t in Path("/usr/src").glob("linux-source-*.tar.*"):
+        ser = t.name[len("linux-source-"):].split(".tar")[0]
+        if DEBIAN_SERIES.match(ser):
+            found.add(ser)
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def check_debian(spec: str, key: str = "--kernel") -> str:
+    """debian:SERIES -> SERIES, or an InputError naming the option and the fix: a malformed
+    series, an @REF, or a series whose linux-source package is not installed."""
+    series = spec[len(DEBIAN_PREFIX):]
+    have = ", ".join(f"debian:{v}" for v in installed_series()) or "none"
+    if "@" in series:
+        raise InputError(f"{spec!r}: a Debian source has no git refs", key=key,
+                         hint="drop @REF, or give PATH@REF of a git clone of Linux")
+    if not DEBIAN_SERIES.match(series):
+        raise InputError(f"{spec!r} names no Debian kernel series", key=key,
+                         hint=f"write debian:MAJOR.MINOR, e.g. debian:6.1 or debian:6.12 "
+                              f"(installed here: {have})")
+    if debian_tarball(series) is None:
+        pkg = debian_package(series)
+        raise InputError(f"{spec}: {_debian_tarballs(series)[0]} is missing ({pkg} is not "
+                         "installed)", key=key,
+                         hint=f"apt-get install {pkg}, or use one that is installed: {have}")
+    return series
+
+
+def _debian_layout(series: str = DEBIAN_DEFAULT) -> tuple[Path, Path, Path, str]:
+    """(tarball, tree, stamp, identity) of a Debian source; InfraError without it."""
+    tarball = debian_tarball(series)
+    pkg = debian_package(series)
     if tarball is None:
-        raise InfraError(f"no kernel source: {DEBIAN_TARBALLS[0]} is missing",
-                         hint=f"apt-get install {DEBIAN_PACKAGE}, or pass --kernel PATH")
+        raise InfraError(f"no kernel source: {_debian_tarballs(series)[0]} is missing",
+                         hint=f"apt-get install {pkg}, or pass --kernel PATH")
     st = tarball.stat()
-    ver = _debian_version() or f"{st.st_size}-{int(st.st_mtime)}"
-    identity = f"debian:{DEBIAN_PACKAGE}:{ver}"
+    ver = (_debian_version() if series == DEBIAN_DEFAULT else _package_version(pkg)) \
+        or f"{st.st_size}-{int(st.st_mtime)}"
+    identity = f"debian:{pkg}:{ver}"
     # The tree's absolute path is fixed (src/linux-source-6.1): ccache keys include it.
     srcdir = cache_dir() / "src"
     tree = srcdir / tarball.name.split(".tar")[0]
@@ -127,9 +218,10 @@ class _TarReader:
 def tree_at_hand(spec: str | None):
     """The tree SPEC names, without unpacking or cloning: a directory, (repository, commit) for
     PATH@REF, or None (the Debian source not unpacked yet)."""
-    if not spec:
+    series = debian_series(spec)
+    if series is not None:
         try:
-            _, tree, stamp, identity = _debian_layout()
+            _, tree, stamp, identity = _debian_layout(series)
         except InfraError:
             return None
         return tree if _unpacked(tree, stamp, identity) else None
@@ -149,9 +241,10 @@ def file_reader(spec: str | None):
             return p.read_bytes() if p.is_file() else None
         return read
 
-    if not spec:
+    series = debian_series(spec)
+    if series is not None:
         try:
-            tarball, tree, stamp, identity = _debian_layout()
+            tarball, tree, stamp, identity = _debian_layout(series)
         except InfraError:
             return None
         return from_dir(tree) if _unpacked(tree, stamp, identity) else _TarReader(tarball, tree.name)
@@ -198,8 +291,9 @@ def _unpack(tarball: Path, tree: Path, stamp: Path, identity: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def default_source() -> KernelSource:
-    tarball, tree, stamp, identity = _debian_layout()
+def debian_source(series: str = DEBIAN_DEFAULT) -> KernelSource:
+    """Debian's linux-source-SERIES, unpacked once into the cache."""
+    tarball, tree, stamp, identity = _debian_layout(series)
     srcdir = tree.parent
     if not _unpacked(tree, stamp, identity):
         srcdir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +305,10 @@ def default_source() -> KernelSource:
             if not _unpacked(tree, stamp, identity):
                 _unpack(tarball, tree, stamp, identity)
     return KernelSource(tree, identity, "debian", immutable=True)
+
+
+def default_source() -> KernelSource:
+    return debian_source(DEBIAN_DEFAULT)
 
 
 def _git(path: Path, *args: str) -> str:
@@ -290,9 +388,11 @@ def git_source(repo: Path, ref: str) -> KernelSource:
 
 
 def resolve(spec: str | None) -> KernelSource:
-    """--kernel value -> KernelSource. None means the Debian default."""
+    """--kernel value -> KernelSource. None means the Debian default (debian:6.1)."""
     if not spec:
         return default_source()
+    if spec.startswith(DEBIAN_PREFIX):
+        return debian_source(check_debian(spec))
     path_s, ref = spec, None
     if "@" in spec:
         path_s, _, ref = spec.rpartition("@")
@@ -308,3 +408,46 @@ def resolve(spec: str | None) -> KernelSource:
     _check_tree(path, "--kernel")
     # A working tree changes under us: identity is its location; make decides what to rebuild.
     return KernelSource(path, f"path:{path}", "path", immutable=False)
+
+
+def canonical(spec: str | None) -> str:
+    """What SPEC names, read without unpacking or cloning: 'debian:6.1' (also for None), an
+    absolute path, or 'path@<commit>'. Two specs of one canonical name are one kernel."""
+    if not spec:
+        return DEBIAN_PREFIX + DEBIAN_DEFAULT
+    if spec.startswith(DEBIAN_PREFIX):
+        return DEBIAN_PREFIX + check_debian(spec)
+    path_s, ref = spec, None
+    if "@" in spec:
+        path_s, _, ref = spec.rpartition("@")
+    path = Path(path_s).expanduser().resolve()
+    return f"{path}@{rev_parse(path, ref)}" if ref else str(path)
+
+
+def check_distinct(specs: list[str | None], key: str = "--kernel") -> None:
+    """A repeated --kernel names each kernel once: debian:6.1 and no --kernel, a path and the
+    same path through a symlink, two refs of one commit are duplicates (InputError)."""
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        c = canonical(spec)
+        if c in seen:
+            first = seen[c] or "the default (debian:6.1)"
+            raise InputError(f"{spec or 'the default'} and {first} are the same kernel ({c})",
+                             key=key, hint="give each kernel once")
+        seen[c] = spec
+
+
+def resolve_all(specs: list[str]) -> list[KernelSource]:
+    """A repeated --kernel -> its sources, in order; [] means the default. Duplicates (by
+    canonical name, then by identity) are an InputError before anything is unpacked."""
+    if not specs:
+        return [default_source()]
+    check_distinct(specs)
+    out: list[KernelSource] = []
+    for spec in specs:
+        src = resolve(spec)
+        if any(o.identity == src.identity for o in out):
+            raise InputError(f"{spec} is a kernel named twice ({src.identity})", key="--kernel",
+                             hint="give each kernel once")
+        out.append(src)
+    return out

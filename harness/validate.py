@@ -202,15 +202,19 @@ def fragments(probs: Problems, names, relative_to: Path | None, key: str) -> Non
 
 
 def kernel_spec(spec: str | None, key: str = "--kernel") -> None:
-    """--kernel: absent (the Debian default), PATH to a clean kernel tree, or PATH@REF of a git
-    repository whose REF is a commit with a kernel tree. Reads only; clones nothing."""
+    """--kernel: absent (the Debian default), debian:SERIES of an installed linux-source
+    package, PATH to a clean kernel tree, or PATH@REF of a git repository whose REF is a commit
+    with a kernel tree. Reads only; unpacks and clones nothing."""
     from harness import source
 
     if spec is None:
         return
-    hint = "pass the top directory of a Linux source tree, optionally PATH@REF"
+    hint = "pass the top directory of a Linux source tree, optionally PATH@REF, or debian:6.1"
     if not spec.strip() or "\0" in spec:
         raise InputError(f"{spec!r} is not a kernel tree", key=key, hint=hint)
+    if spec.startswith(source.DEBIAN_PREFIX):
+        source.check_debian(spec, key)
+        return
     path_s, ref = spec, None
     if "@" in spec:
         path_s, _, ref = spec.rpartition("@")
@@ -232,6 +236,20 @@ def kernel_spec(spec: str | None, key: str = "--kernel") -> None:
     if missing:
         raise InputError(f"{path}@{ref} is not a kernel source tree (no {'/'.join(missing)})",
                          key=key, hint=hint)
+
+
+def kernel_specs(probs: Problems, specs, key: str = "--kernel") -> None:
+    """A repeated --kernel: each one valid (every error reported), and no kernel named twice."""
+    from harness import source
+
+    specs = list(specs or [])
+    before = len(probs.errors)
+    for spec in specs:
+        with probs.check():
+            kernel_spec(spec, key)
+    if len(probs.errors) == before and len(specs) > 1:
+        with probs.check():
+            source.check_distinct(specs, key)
 
 
 def reproducer(path: Path, key: str = "file") -> None:
