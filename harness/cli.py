@@ -50,7 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="build the kernels scenarios need, boot them, run the tests")
     r.add_argument("scenarios", nargs="*", help="scenario files or directories (default: scenarios/)")
-    _kernel_opts(r)
+    r.add_argument("--kernel", action="append", default=[], metavar="PATH[@REF]|debian:X.Y",
+                   help="kernel tree (default: debian:6.1, Debian's linux-source-6.1); PATH@REF "
+                        "builds a git ref from a private checkout; repeat it to run every "
+                        "scenario on each kernel (the results show a test x kernel matrix)")
+    r.add_argument("-j", "--jobs", type=int, help="make jobs (default: number of CPUs)")
     r.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="auto: KVM only if a probe boot works (cached per machine)")
@@ -254,8 +258,11 @@ def _common(probs: Problems, a) -> None:
     if hasattr(a, "kernel"):
         with probs.check():
             validate.cache_env()
-        with probs.check():
-            validate.kernel_spec(a.kernel)
+        if isinstance(a.kernel, list):  # run: --kernel repeats
+            validate.kernel_specs(probs, a.kernel)
+        else:
+            with probs.check():
+                validate.kernel_spec(a.kernel)
     if getattr(a, "vms", None) is not None:
         with probs.check():
             validate.whole("--vms", a.vms, 1, validate.MAX_CPUS)
@@ -398,11 +405,12 @@ def cmd_run(a) -> int:
     scs = []
     with probs.check():
         scs = scenario.load_all(a.scenarios)
-    _patches_apply(probs, a.kernel, [(s.kernel.patches, {p: "kernel.patches" for p in s.kernel.patches},
-                                       f" (kernel.patches of {s.file})") for s in scs])
-    with probs.check():
-        frags = [f for s in scs for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
-        validate.symbols_defined(probs, a.kernel, frags)
+    for spec in a.kernel or [None]:  # every scenario on each kernel
+        _patches_apply(probs, spec, [(s.kernel.patches, {p: "kernel.patches" for p in s.kernel.patches},
+                                      f" (kernel.patches of {s.file})") for s in scs])
+        with probs.check():
+            frags = [f for s in scs for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
+            validate.symbols_defined(probs, spec, frags)
     with probs.check():
         validate.whole("--retry-failed", a.retry_failed, 0, 10)
     k = n = 0
@@ -434,7 +442,7 @@ def cmd_run(a) -> int:
               flush=True)
     out = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(out) as stage:
-        opts = runner.RunOptions(kernel=a.kernel, out=stage, accel=a.accel, jobs=a.jobs,
+        opts = runner.RunOptions(kernels=a.kernel, out=stage, accel=a.accel, jobs=a.jobs,
                                  echo=a.console, force_build=a.rebuild, vms=a.vms,
                                  shard=shard_info, durations=durations, build_only=a.build_only,
                                  retry_failed=a.retry_failed, strict=a.strict, known_issues=known)

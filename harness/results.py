@@ -69,6 +69,7 @@ class TestResult:
     # The known-issues entry that waives this result ("reason (link)"); a waived result gates
     # as expected and is shown as waived.
     waived: str = ""
+    version: str = ""  # the kernel's version (6.1.192): a run on several kernels tells them apart
 
     @property
     def as_expected(self) -> bool:
@@ -310,10 +311,47 @@ def table(summary: RunSummary) -> str:
         if r.message:
             out += ["    " + ln for ln in r.message.strip().splitlines()[-15:]]
     c = summary.counts()
+    m = matrix(summary)
+    if m is not None:
+        out += ["", m]
     out.append("")
     out.append("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
                + f" in {summary.finished - summary.started:.1f}s")
     return "\n".join(out)
+
+
+def kernel_label(r: TestResult) -> str:
+    """A kernel as the matrix names it: its version, else its identity."""
+    return r.version or r.kernel
+
+
+def matrix(summary: RunSummary) -> str | None:
+    """With several kernels: each test's outcome per kernel, then the tests whose verdict
+    differs between kernels, named with where they pass and where they fail (None with one)."""
+    kernels = list(dict.fromkeys(kernel_label(r) for r in summary.results))
+    if len(kernels) < 2:
+        return None
+    cells: dict[tuple[str, str], dict[str, TestResult]] = {}
+    for r in summary.results:
+        cells.setdefault((r.scenario, r.test), {})[kernel_label(r)] = r
+    rows = [("SCENARIO", "TEST", *kernels)]
+    differs = []
+    for (scen, test), by in cells.items():
+        rows.append((scen, test.split("/")[-1], *(shown_outcome(by[k]) if k in by else "-" for k in kernels)))
+        ok = {k: summary.category(by[k]) not in BAD for k in kernels if k in by}
+        if len(set(ok.values())) > 1 or len(ok) < len(kernels):
+            good = [k for k, v in ok.items() if v]
+            bad = [k for k, v in ok.items() if not v]
+            missing = [k for k in kernels if k not in by]
+            differs.append(f"{scen}: {test.split('/')[-1]}: as expected on {', '.join(good) or 'none'}"
+                           f"; not on {', '.join(bad) or 'none'}"
+                           + (f"; not run on {', '.join(missing)}" if missing else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["matrix (test x kernel):"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"{len(differs)} tests differ between kernels" + (":" if differs else ""))
+    lines += ["  " + d for d in differs]
+    return "\n".join(lines)
 
 
 # Results the GitHub step summary details and annotates at most (it takes 1 MiB; the UI shows

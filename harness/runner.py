@@ -38,6 +38,7 @@ START_SILENCE_S = 150.0  # longest silence before the first test (boot, Python, 
 @dataclass
 class RunOptions:
     kernel: str | None = None
+    kernels: list[str] = field(default_factory=list)  # a repeated --kernel: every scenario on each
     out: Path | None = None
     accel: str = "auto"
     jobs: int | None = None
@@ -59,6 +60,7 @@ class KernelGroup:
     patches: tuple[Path, ...]
     scenarios: list[Scenario] = field(default_factory=list)
     full_config: Path | None = None  # a full .config (kernel.config / --config-file)
+    source: source.KernelSource | None = None  # the tree it is built from
 
 
 def default_out_dir() -> Path:
@@ -104,9 +106,9 @@ def group_kernels(scenarios: list[Scenario]) -> list[KernelGroup]:
     return list(groups.values())
 
 
-def _infra(scenarios: list[Scenario], kernel: str, msg: str) -> list[results.TestResult]:
+def _infra(scenarios: list[Scenario], kernel: str, msg: str, version: str = "") -> list[results.TestResult]:
     return [results.TestResult(scenario=s.name, test=t.id, kernel=kernel, outcome=results.INFRA,
-                               expected=t.expect, message=msg)
+                               expected=t.expect, message=msg, version=version)
             for s in scenarios for t in s.tests]
 
 
@@ -181,6 +183,8 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
         leak = verdict.leak_check(sc.name, sc.leak, guest, per_owner, kernel_id, name)
         if leak is not None:
             rs.append(leak)
+    for r in rs:
+        r.version = job.version
     (vdir / "vm.json").write_text(json.dumps({
         "end": vres.end, "exit_status": vres.exit_status, "duration_s": vres.duration_s,
         "first_test_s": vres.first_test_s, "started_at": started, "ended_at": ended,
@@ -396,6 +400,7 @@ class VMJob:
     scenarios: list[Scenario]
     config: config.ConfigResult
     cmdline: tuple[str, ...] = ()  # a full config's own settings (panic_on_warn=1), after ours
+    version: str = ""  # the kernel's version, e.g. 6.1.192
 
 
 @dataclass
@@ -525,11 +530,16 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     """Kernels one at a time (a build owns the CPUs); each kernel's VMs boot as soon as it is
     built, beside the next build, so the first verdict comes after one build and one boot."""
     out = summary.out_dir
-    src = opts.kernel_source or source.resolve(opts.kernel)
-    groups = group_kernels(scenarios)
-    # Every group's patches apply to this tree, or nothing starts (an input error, exit 3).
+    if opts.kernel_source is not None:
+        srcs = [opts.kernel_source]
+    else:
+        srcs = source.resolve_all(opts.kernels or ([opts.kernel] if opts.kernel else []))
+    # The same scenarios on each kernel, kernel by kernel.
+    groups = [dataclasses.replace(g, source=src) for src in srcs for g in group_kernels(scenarios)]
+    versions = {src.identity: source.version(src) for src in srcs}
+    # Every group's patches apply to its tree, or nothing starts (an input error, exit 3).
     for g in groups:
-        patches.check_applies(patches.tree_reader(src), g.patches, src.identity)
+        patches.check_applies(patches.tree_reader(g.source), g.patches, g.source.identity)
     if opts.durations:
         groups.sort(key=lambda g: -shard.weight(g.scenarios, opts.durations))  # longest first
     acc: accel_mod.Accel | None = None
@@ -564,13 +574,13 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
         max_workers=width, thread_name_prefix="vm")
     try:
         for i, g in enumerate(groups):
-            kernel_id = src.identity
+            kernel_id = g.source.identity
             slots.set_building(True)
             try:
-                k = _prepare(src, g, opts, summary)
+                k = _prepare(g.source, g, opts, summary)
             except WqhError as e:
                 print(f"wqh: {e}", file=sys.stderr)
-                summary.results += _infra(g.scenarios, kernel_id, str(e))
+                summary.results += _infra(g.scenarios, kernel_id, str(e), versions[g.source.identity])
                 continue
             finally:
                 slots.set_building(False)
@@ -578,7 +588,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             kdir = _save_kernel_artifacts(out, b, cfg)
             if k.full is not None:
                 k.full.save(kdir)  # changes.json / changes.txt: what differs from the file, by cause
-            phases = ", ".join(f"{k} {v:.0f}s" for k, v in b.phases.items())
+            phases = ", ".join(f"{ph} {v:.0f}s" for ph, v in b.phases.items())
             how = ("reused" if b.reused else
                    f"built in {b.wall_s:.0f}s wall, {b.cpu_s:.0f}s CPU, {b.objects} objects ({phases})")
             if b.seeded_from:
@@ -586,7 +596,8 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             print(f"wqh: kernel {b.key} {how} ({b.bzimage})", flush=True)
             summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
             summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
-                                      "reused": b.reused, "build_wall_s": b.wall_s}
+                                      "reused": b.reused, "build_wall_s": b.wall_s,
+                                      "version": versions[g.source.identity]}
             if pool is None:
                 continue
             if acc is None:
@@ -597,7 +608,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             for shape, scs in plans[i]:
                 items = [(s, t) for s in scs for t in s.tests]
                 job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs,
-                            cfg, k.cmdline)
+                            cfg, k.cmdline, versions[g.source.identity])
                 jobs.append((job, pool.submit(run_job, job)))
         if pool is None:
             return
