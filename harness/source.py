@@ -10,6 +10,7 @@ linux-source-SERIES package's tarball in /usr/src); no --kernel is debian:6.1.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -451,3 +452,72 @@ def resolve_all(specs: list[str]) -> list[KernelSource]:
                              hint="give each kernel once")
         out.append(src)
     return out
+
+
+# --- Kconfig options that differ by version (kconfigs/versions.yaml) --------------------------
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    """'6.12.118-rc1' -> (6, 12, 118); ' 6.1' -> (6, 1)."""
+    out = []
+    for part in str(v).strip().split(".")[:3]:
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        out.append(int(digits.group()))
+    return tuple(out)
+
+
+def _series_of(v: str) -> tuple[int, ...]:
+    return _vtuple(v)[:2]
+
+
+@functools.lru_cache(maxsize=None)
+def kconfig_versions(path: Path | None = None) -> dict[str, dict]:
+    """kconfigs/versions.yaml: option (without CONFIG_) -> its entry. Fails loudly on a
+    malformed file (a test checks it)."""
+    import yaml
+
+    from harness.paths import KCONFIGS
+
+    p = path or KCONFIGS / "versions.yaml"
+    data = yaml.safe_load(p.read_text()) or {}
+    opts = data.get("options") or {}
+    for name, e in opts.items():
+        if not isinstance(e, dict) or not e.get("absent_in") or not e.get("reason"):
+            raise ValueError(f"{p}: option {name}: needs absent_in and reason")
+        for v in list(e.get("present_in", [])) + list(e["absent_in"]):
+            if len(_vtuple(v)) != 2:
+                raise ValueError(f"{p}: option {name}: {v!r} is not a MAJOR.MINOR version")
+    return opts
+
+
+def absent_in(option: str, version: str) -> bool:
+    """Whether versions.yaml says OPTION is not defined on VERSION ('6.12.118', '6.12'): a
+    version at or after its first recorded absent_in."""
+    e = kconfig_versions().get(option.removeprefix("CONFIG_"))
+    v = _series_of(version)
+    if e is None or len(v) != 2:
+        return False
+    return v >= min(_vtuple(a) for a in e["absent_in"])
+
+
+def version_notes(option: str, version: str) -> str | None:
+    """What versions.yaml knows about OPTION on VERSION, for config verification to print
+    instead of a bare 'not defined' or unmet dependency; None when nothing applies (the
+    option is not listed, or VERSION is one that has it)."""
+    name = option.removeprefix("CONFIG_")
+    e = kconfig_versions().get(name)
+    v = _series_of(version)
+    if e is None or len(v) != 2:
+        return None
+    first_absent = min(e["absent_in"], key=_vtuple)
+    present = sorted(e.get("present_in", []), key=_vtuple)
+    repl = f"; replaced by CONFIG_{e['replaced_by']}" if e.get("replaced_by") else ""
+    if absent_in(name, version):
+        since = f"after {present[-1]}, " if present else ""
+        return (f"CONFIG_{name} is not in {version}: removed {since}gone by {first_absent}"
+                f"{repl} ({e['reason']})")
+    if present and v > _vtuple(present[-1]):
+        return (f"CONFIG_{name} is in {present[-1]} and gone by {first_absent}; {version} lies "
+                f"between: check its Kconfig{repl} ({e['reason']})")
+    return None

@@ -1,0 +1,98 @@
+"""kconfigs/versions.yaml: the options some kernel version lacks, and its claims against the
+real trees (Debian's 6.1 and 6.12, when they are unpacked in the cache)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import kconfig, source
+from harness.paths import KCONFIGS
+
+DATA = source.kconfig_versions()
+FRAGMENTS = sorted(KCONFIGS.glob("*.config"))
+
+
+def _names() -> set[str]:
+    names = {o.name for f in FRAGMENTS for o in kconfig.parse_fragment(f)}
+    return names | set(DATA) | {e["replaced_by"] for e in DATA.values() if e.get("replaced_by")}
+
+
+def _tree_symbols(series: str) -> set[str]:
+    """Which of the fragments' and versions.yaml's options the tree's Kconfig files define
+    (one grep: validate.tree_symbols reads every symbol, ten times slower)."""
+    spec = f"debian:{series}"
+    tree = source.tree_at_hand(spec)
+    if not isinstance(tree, Path):
+        pytest.skip(f"{spec} is not unpacked in the cache (wqh build --kernel {spec} unpacks it)")
+    alt = "|".join(sorted(_names()))
+    r = subprocess.run(["grep", "-rhoE", "--include=Kconfig*", rf"^\s*(menu)?config\s+({alt})\s*$",
+                        str(tree)], capture_output=True, text=True)
+    found = {m.split()[-1] for m in r.stdout.splitlines()}
+    assert "WATCH_QUEUE" in found, f"grep found nothing in {tree}: {r.stderr}"
+    return found
+
+
+def _set_by(fragment: str) -> set[str]:
+    return {o.name for o in kconfig.parse_fragment(KCONFIGS / f"{fragment}.config") if o.value != "n"}
+
+
+def test_every_entry_names_fragments_that_really_set_it():
+    assert DATA, "versions.yaml lists no option"
+    for name, e in DATA.items():
+        assert e["fragments"], name
+        for f in e["fragments"]:
+            assert name in _set_by(f), f"{f}.config does not set CONFIG_{name}"
+        if e.get("replaced_by"):
+            assert e["replaced_by"] != name
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_claims_hold_on_the_real_tree(series):
+    syms = _tree_symbols(series)
+    checked = 0
+    for name, e in DATA.items():
+        if series in e["absent_in"]:
+            assert name not in syms, f"versions.yaml: CONFIG_{name} absent in {series}, but defined"
+            checked += 1
+        if series in e.get("present_in", []):
+            assert name in syms, f"versions.yaml: CONFIG_{name} present in {series}, but undefined"
+            checked += 1
+        if e.get("replaced_by") and series in e["absent_in"]:
+            assert e["replaced_by"] in syms, f"CONFIG_{e['replaced_by']} is not in {series}"
+    assert checked
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_every_fragment_option_is_defined_or_listed(series):
+    """A fragment option missing on a version without a versions.yaml entry is a finding."""
+    syms = _tree_symbols(series)
+    unlisted = []
+    for f in FRAGMENTS:
+        for o in kconfig.parse_fragment(f):
+            if o.value != "n" and o.name not in syms and not source.absent_in(o.name, series):
+                unlisted.append(f"{f.name}:{o.line} CONFIG_{o.name}")
+    assert not unlisted, f"undefined on {series} and not in versions.yaml: {unlisted}"
+
+
+def test_version_notes_say_why_on_versions_without_the_option():
+    n = source.version_notes("CONFIG_UBSAN_SANITIZE_ALL", "6.12.118")
+    assert n.startswith("CONFIG_UBSAN_SANITIZE_ALL is not in 6.12.118") and "UBSAN" in n
+    assert source.absent_in("UBSAN_SANITIZE_ALL", "6.12") and source.absent_in("BASE_FULL", "7.0.0")
+    assert "BASE_SMALL" in source.version_notes("BASE_FULL", "6.13.0-rc2")
+    assert source.version_notes("BASE_FULL", "6.1.192") is None  # 6.1 has it
+    assert not source.absent_in("BASE_FULL", "6.1.192")
+    between = source.version_notes("BASE_FULL", "6.6.60")
+    assert "lies between" in between and not source.absent_in("BASE_FULL", "6.6.60")
+    assert source.version_notes("WATCH_QUEUE", "6.12.118") is None  # not listed
+    assert source.version_notes("BASE_FULL", "unknown") is None
+
+
+def test_a_malformed_file_is_refused(tmp_path):
+    bad = tmp_path / "v.yaml"
+    bad.write_text("options:\n  X:\n    present_in: ['6.1']\n")
+    with pytest.raises(ValueError, match="needs absent_in and reason"):
+        source.kconfig_versions(bad)
+    bad.write_text("options:\n  X:\n    absent_in: ['6.12.1']\n    reason: r\n")
+    with pytest.raises(ValueError, match="not a MAJOR.MINOR"):
+        source.kconfig_versions(bad)
