@@ -96,3 +96,59 @@ def test_a_malformed_file_is_refused(tmp_path):
     bad.write_text("options:\n  X:\n    absent_in: ['6.12.1']\n    reason: r\n")
     with pytest.raises(ValueError, match="not a MAJOR.MINOR"):
         source.kconfig_versions(bad)
+
+
+# --- guest-tests/version_facts.yaml: behaviour that differs between 6.1 and 6.12 ---------------
+
+import yaml  # noqa: E402
+
+from harness.paths import REPO  # noqa: E402
+
+FACTS = yaml.safe_load((REPO / "guest-tests" / "version_facts.yaml").read_text())["facts"]
+AREAS = {"pipe", "filter", "keys", "locking", "uapi", "sources"}
+
+
+def test_every_fact_is_complete_and_says_whether_it_differs():
+    assert len(FACTS) >= 10
+    for fid, f in FACTS.items():
+        assert f["area"] in AREAS, fid
+        assert f["where"] and f["summary"] and isinstance(f["differs"], bool), fid
+        assert set(f["expect"]) == set(f["evidence"]) == {"6.1", "6.12"}, fid
+        same = f["expect"]["6.1"] == f["expect"]["6.12"]
+        if f["area"] != "locking":  # locking facts differ in code, not in what a test sees
+            assert same != f["differs"], f"{fid}: differs={f['differs']} but expect says otherwise"
+        for ev in f["evidence"].values():
+            assert ev and all(set(e) in ({"file", "contains"}, {"file", "lacks"}) for e in ev), fid
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_fact_evidence_holds_in_the_real_tree(series):
+    tree = source.tree_at_hand(f"debian:{series}")
+    if not isinstance(tree, Path):
+        pytest.skip(f"debian:{series} is not unpacked in the cache")
+    wrong = []
+    for fid, f in FACTS.items():
+        for e in f["evidence"][series]:
+            text = (tree / e["file"]).read_text(errors="replace")
+            if "contains" in e and e["contains"] not in text:
+                wrong.append(f"{fid}: {e['file']} lacks {e['contains']!r}")
+            if "lacks" in e and e["lacks"] in text:
+                wrong.append(f"{fid}: {e['file']} contains {e['lacks']!r}")
+    assert not wrong, wrong
+
+
+def test_the_uapi_header_and_the_notification_sites_are_the_same_on_both():
+    trees = {s: source.tree_at_hand(f"debian:{s}") for s in ("6.1", "6.12")}
+    if not all(isinstance(t, Path) for t in trees.values()):
+        pytest.skip("debian:6.1 and debian:6.12 are not both unpacked in the cache")
+    hdr = "include/uapi/linux/watch_queue.h"
+    assert (trees["6.1"] / hdr).read_bytes() == (trees["6.12"] / hdr).read_bytes()
+
+    def sites(t):
+        out = []
+        for f in sorted((t / "security" / "keys").glob("*.c")):
+            out += [f"{f.name}:{line.strip()}" for line in f.read_text().splitlines()
+                    if line.strip().startswith("notify_key(")]
+        return out
+    assert sites(trees["6.1"]) == sites(trees["6.12"])
+    assert len(sites(trees["6.1"])) == FACTS["key-notification-sites-unchanged"]["expect"]["6.1"]["sites"]
