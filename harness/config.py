@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,9 +194,18 @@ def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) ->
     deps = {o.name: kconfig.find_dependency(src.path, o.name, final)
             for o, _ in missing if o.value != "n"}
     # base.config serves several kernel versions: an option this tree does not define at
-    # all (BASE_FULL after 6.8) is not a request to it. Everywhere else it is an error.
+    # all (BASE_FULL after 6.8) is not a request to it; nor is one kconfigs/versions.yaml says
+    # this version dropped (the note says which). Everywhere else it is an error.
+    from harness import source
+
+    version = source.version(src)
+    dropped = {o.name for o, _ in missing if o.value != "n" and deps[o.name] is None
+               and source.absent_in(o.name, version)}
+    for name in sorted(dropped):
+        print(f"wqh: note: {source.version_notes(name, version)}", file=sys.stderr)
     missing = [(o, have) for o, have in missing
-               if not (str(o.file) == base and o.value != "n" and deps[o.name] is None)]
+               if not (str(o.file) == base and o.value != "n" and deps[o.name] is None)
+               and o.name not in dropped]
     if not missing:
         return
     lines = []

@@ -152,3 +152,18 @@ def test_the_uapi_header_and_the_notification_sites_are_the_same_on_both():
         return out
     assert sites(trees["6.1"]) == sites(trees["6.12"])
     assert len(sites(trees["6.1"])) == FACTS["key-notification-sites-unchanged"]["expect"]["6.1"]["sites"]
+
+
+def test_a_fragment_option_gone_on_a_version_is_a_note_there_not_an_error(capsys):
+    """crashkit.config asks for UBSAN_SANITIZE_ALL, which 6.12 dropped: on 6.12 the validation
+    phase says so with the reason (kconfigs/versions.yaml) and goes on; on 6.1 it is defined."""
+    from harness import config, source, validate
+    from harness.errors import Problems
+
+    if "6.12" not in source.installed_series() or source.tree_at_hand("debian:6.12") is None:
+        pytest.skip("linux-source-6.12 is not installed and unpacked (ci/setup.sh installs it)")
+    p = Problems()
+    validate.symbols_defined(p, "debian:6.12", config.fragment_list(["crashkit"]))
+    assert not p.errors
+    err = capsys.readouterr().err
+    assert "CONFIG_UBSAN_SANITIZE_ALL is not in 6.12" in err and "crashkit.config:" in err
