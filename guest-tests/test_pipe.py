@@ -140,6 +140,23 @@ def test_write_is_exdev_even_for_zero_bytes(new_queue):
     assert uapi.fionread(q.r) == 0
 
 
+def test_rwf_nowait_read_is_what_the_version_does(new_queue, version_fact):
+    """preadv2(RWF_NOWAIT) on an empty queue: 6.1's pipes lack FMODE_NOWAIT (EOPNOTSUPP),
+    6.12's have it (EAGAIN). version_facts.yaml: rwf-nowait-read."""
+    want = version_fact("rwf-nowait-read")
+    q = new_queue(size=1, flags=0)  # blocking: RWF_NOWAIT alone must keep it from sleeping
+    assert _errno(os.preadv, q.r, [bytearray(128)], -1, os.RWF_NOWAIT) == getattr(errno, want["errno"])
+
+
+def test_rwf_nowait_write_is_what_the_version_does(new_queue, version_fact, sigpipe_blocked):
+    """pwritev2(RWF_NOWAIT) on the write end: EOPNOTSUPP on 6.1 before the pipe is reached,
+    the queue's own EXDEV on 6.12. version_facts.yaml: rwf-nowait-write."""
+    want = version_fact("rwf-nowait-write")
+    q = new_queue(size=1)
+    assert _errno(os.pwritev, q.w, [b"x"], -1, os.RWF_NOWAIT) == getattr(errno, want["errno"])
+    assert signal.SIGPIPE not in signal.sigpending()
+
+
 @pytest.fixture
 def sigpipe_blocked():
     """SIGPIPE blocked, so a sent one stays pending where sigpending() sees it."""

@@ -90,3 +90,41 @@ def new_key(session_keyring):
                             session_keyring if ring is None else ring)
 
     return make
+
+
+FACTS = os.path.join(os.path.dirname(__file__), "..", "..", "guest-tests", "version_facts.yaml")
+
+
+def _series(release: str) -> tuple[int, int]:
+    major, minor = release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+@pytest.fixture(scope="session")
+def version_fact():
+    """version_fact(ID) -> what guest-tests/version_facts.yaml expects of fact ID on the running
+    kernel's series (uname -r). A series newer than every one listed gets the newest; one
+    between two listed series whose expectations differ is unknown: the test skips, naming
+    the fact, never silently."""
+    import yaml
+
+    with open(FACTS) as f:
+        facts = yaml.safe_load(f)["facts"]
+    running = _series(os.uname().release)
+
+    def get(fact_id: str) -> dict:
+        expect = facts[fact_id]["expect"]
+        listed = sorted(expect, key=_series)
+        if str(running[0]) + "." + str(running[1]) in expect:
+            return expect[f"{running[0]}.{running[1]}"]
+        if running > _series(listed[-1]):
+            return expect[listed[-1]]
+        older = [s for s in listed if _series(s) < running]
+        newer = [s for s in listed if _series(s) > running]
+        if older and newer and expect[older[-1]] == expect[newer[0]]:
+            return expect[older[-1]]
+        pytest.skip(f"fact {fact_id} differs between {older[-1] if older else '-'} and "
+                    f"{newer[0] if newer else '-'}; {os.uname().release} was not read "
+                    "(guest-tests/version_facts.yaml)")
+    return get
+
