@@ -547,6 +547,11 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     width = 1 if opts.echo else max(1, min(opts.vms or default_vms(), sum(map(len, plans)) or 1))
     slots = Slots(width)
     summary.timings["vms_at_once"] = width  # type: ignore[assignment]
+    n_vms = sum(map(len, plans))
+    if width > 1 and not opts.build_only:
+        cpus = max(shape.cpus for p in plans for shape, _ in p)
+        print(f"wqh: {n_vms} VMs, {width} at once (timeouts x{load_factor(width, cpus):.1f}; "
+              f"x{OVERLAP_FACTOR:.1f} for one beside a build)", flush=True)
     # Boots are numbered in the order they are planned; a boot after a dead VM draws the next
     # free number (count() is atomic under the GIL, shared by the threads).
     names = itertools.count(1)

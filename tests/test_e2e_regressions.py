@@ -4,6 +4,7 @@ tests on the fixed tree, where they pass with no report or leak. Variants are bu
 incrementally from the cache (about a minute each) the first time."""
 
 import json
+import os
 
 import pytest
 
@@ -134,10 +135,14 @@ def test_verify_runs_a_reproducer_from_outside_the_repo_on_both_trees(tmp_path):
     assert v["proved"] and v["base"]["titles"] == [title]
 
 
+@pytest.mark.skipif(os.environ.get("WQH_HEAVY") != "1",
+                    reason="heavy: two KCSAN kernels (a full rebuild, ~12 min on 2 cores from an "
+                           "empty cache); set WQH_HEAVY=1")
 def test_a_kcsan_race_is_counted_by_its_signature_on_both_trees(tmp_path):
     """The KCSAN profile for real: 2ed147f015 re-introduced gives the plain head store; the
     fixed tree gives the same title only against the release store, which the signature
-    does not count."""
+    does not count. Heavy: the default test run leaves it out to stay under an hour from an
+    empty cache (measured: 70 min with it, on 2 cores)."""
     out = tmp_path / "w"
     r = wqh("wall", "--racy", "--only", "2ed147f015", "--repeat", "3", "--out", str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr

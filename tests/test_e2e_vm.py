@@ -190,7 +190,7 @@ def test_two_vms_run_at_once_and_report_in_order(smoke, tmp_path):
     out = tmp_path / "r"
     r = wqh("run", *two_shapes(tmp_path), "--out", str(out), "--vms", "2")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 VMs, 2 at once (timeouts x2.0)" in r.stdout
+    assert "2 VMs, 2 at once (timeouts x2.0;" in r.stdout
     vms = [json.loads(p.read_text()) for p in sorted(out.glob("vm*-*/vm.json"))]
     assert len(vms) == 2 and all(v["agent_done"] for v in vms)
     (a, b) = vms
