@@ -218,7 +218,7 @@ def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) ->
                 lines.append(f"    CONFIG_{opt.name} is not defined in any Kconfig of this tree")
             elif dep.unmet:
                 lines.append(f"    unmet dependency ({dep.defined_at}): "
-                             + ", ".join(f"CONFIG_{s}=n" for s in dep.unmet)
+                             + kconfig.unmet_text(dep.unmet, final)
                              + f" in 'depends on {' && '.join(dep.expressions)}'")
             else:
                 lines.append(f"    dependencies met ({dep.defined_at}); "

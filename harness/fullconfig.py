@@ -356,7 +356,7 @@ class _Explainer:
                                 "compiler cannot have")
         if d.unmet:
             return "olddefconfig", (f"unmet dependency ({d.defined_at}): "
-                                    + ", ".join(f"CONFIG_{s}=n" for s in d.unmet)
+                                    + kconfig.unmet_text(d.unmet, self.final)
                                     + f" in 'depends on {' && '.join(d.expressions)}'")
         return "olddefconfig", (f"dependencies met ({d.defined_at}); set by a 'select', a 'choice' "
                                 "or a range")
@@ -456,7 +456,7 @@ def _prepare_locked(src: KernelSource, path: Path, text: str, values: dict[str, 
             d = ex.dep(s)
             how = ("not defined in any Kconfig of this tree" if d is None else
                    "unmet dependency (" + d.defined_at + "): "
-                   + ", ".join(f"CONFIG_{u}=n" for u in d.unmet) if d.unmet else
+                   + kconfig.unmet_text(d.unmet, final) if d.unmet else
                    f"dependencies met ({d.defined_at}); a 'choice' or a select against it")
             lines.append(f"  CONFIG_{s}={w} (the VM needs it: {vm_why.get(s, 'VM need')}) -> final "
                          f".config has it {_show(final.get(s, 'n'))}: {how}")

@@ -119,6 +119,27 @@ def _strip_comment(line: str) -> str:
     return line.split("#", 1)[0] if "#" in line and '"' not in line else line
 
 
+_TERM = re.compile(r"(!\s*)?\b([A-Z0-9_]+)\b")
+
+
+def _unmet_symbols(expr: str, final: dict[str, str]) -> list[str]:
+    """The symbols of a 'depends on' expression that hold it back: SYM when it is off, !SYM
+    when it is on (so `depends on !KASAN` names KASAN only when KASAN is set)."""
+    out = []
+    for neg, sym in _TERM.findall(expr):
+        if sym.isdigit():
+            continue
+        on = final.get(sym, "n") != "n"
+        if on == bool(neg):
+            out.append(sym)
+    return out
+
+
+def unmet_text(unmet: list[str], final: dict[str, str]) -> str:
+    """'CONFIG_A=n, CONFIG_B=y': each unmet symbol with the value that holds the option back."""
+    return ", ".join(f"CONFIG_{s}={final.get(s, 'n')}" for s in unmet)
+
+
 def find_dependency(srctree: Path, symbol: str, final: dict[str, str]) -> Dependency | None:
     """Where SYMBOL is defined and which of its dependencies are off in FINAL.
 
@@ -142,8 +163,7 @@ def find_dependency(srctree: Path, symbol: str, final: dict[str, str]) -> Depend
             if current == symbol:
                 ctx = outer + [d for _, ds in stack for d in ds]
                 exprs = ctx + current_deps
-                unmet = sorted({s for e in exprs for s in _SYMBOL.findall(e)
-                                if not s.isdigit() and final.get(s, "n") == "n"})
+                unmet = sorted({s for e in exprs for s in _unmet_symbols(e, final)})
                 result.append(Dependency(symbol, exprs, unmet, current_at))
             current = None
 

@@ -40,7 +40,11 @@ def test_dependency_reader_follows_source_if_and_menu():
     dep = kconfig.find_dependency(tree, "NINEP", {"NET": "y", "FREE": "y"})
     assert dep.defined_at == "Kconfig:16"
     assert dep.expressions == ["NET", "INET", "NET && !OTHER"]
-    assert dep.unmet == ["INET", "OTHER"]  # OTHER is undefined, so n
+    # OTHER is undefined, so n: '!OTHER' holds and does not hold NINEP back; once set it does.
+    assert dep.unmet == ["INET"]
+    on = kconfig.find_dependency(tree, "NINEP", {"NET": "y", "FREE": "y", "OTHER": "y"})
+    assert on.unmet == ["INET", "OTHER"]
+    assert kconfig.unmet_text(on.unmet, {"OTHER": "y"}) == "CONFIG_INET=n, CONFIG_OTHER=y"
 
     sub = kconfig.find_dependency(tree, "SUBOPT", {})
     assert sub.defined_at == "sub/Kconfig:1"
