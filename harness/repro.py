@@ -251,8 +251,8 @@ def execute(binary: Path, out: Path, a, patches: tuple[Path, ...], label: str = 
     k = sum(r.reproduced for r in runs)
     titles = sorted({t for r in runs for t in r.titles})
     lo, hi = wilson(k, a.repeat)
-    print(f"{label}reproduced {k}/{a.repeat} (95% confidence interval of the rate: {lo:.2f}-{hi:.2f})"
-          + (f": {'; '.join(titles)}" if titles else ""))
+    print(f"{label}reproduced {k}/{a.repeat}" + (f": {'; '.join(titles)}" if titles else "")
+          + f" (rate {k / a.repeat:.2f}, 95% interval {lo:.2f}-{hi:.2f})")
     if want is not None:
         other = sum(r.match == "other kind" for r in runs)
         print(f"{label}syzbot's title: {want.title or '(none given: any report counts)'}"
