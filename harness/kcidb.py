@@ -105,7 +105,6 @@ def _load(results_dir: Path) -> dict:
     return data
 
 
-_FIELDS = {f.name for f in dataclasses.fields(TestResult)}
 
 
 def _result(d: dict, i: int, f: Path) -> TestResult:
@@ -113,13 +112,10 @@ def _result(d: dict, i: int, f: Path) -> TestResult:
                                           for k in ("scenario", "test", "outcome")):
         raise InputError(f"test {i}: needs the strings scenario, test and outcome", file=str(f),
                          key=f"tests[{i}]")
-    kw = {k: v for k, v in d.items() if k in _FIELDS}
-    kw.setdefault("kernel", "")
-    kw["kernel"] = kw["kernel"] or ""
-    kw["reports"] = [r for r in kw.get("reports") or [] if isinstance(r, dict)]
-    for k in ("message", "vm", "waived", "expected"):
+    kw = dict(d)
+    for k in ("kernel", "message", "vm", "waived", "expected"):
         kw[k] = kw.get(k) or ("pass" if k == "expected" else "")
-    return TestResult(**kw)
+    return TestResult.from_json(kw)
 
 
 def _h(*parts: str) -> str:
@@ -372,8 +368,7 @@ def export(results_dir: Path, origin: str = "wqh", checkout: CheckoutInfo | None
              "path": test_path(r.scenario, r.test), "status": status}
         if r.duration_s is not None:
             t["duration"] = float(r.duration_s)
-        titles = [f"{x.get('title', '')}" + (f" (x{x['count']})" if x.get("count", 1) > 1 else "")
-                  for x in r.reports]
+        titles = [x.title + (f" (x{x.count})" if x.count > 1 else "") for x in r.reports]
         if excerpt := _excerpt("\n".join(titles), r.message):
             t["log_excerpt"] = excerpt
         start = started
@@ -393,8 +388,8 @@ def export(results_dir: Path, origin: str = "wqh", checkout: CheckoutInfo | None
             t["start_time"] = start
         misc: dict = {"scenario": r.scenario, "test": r.test, "outcome": r.outcome,
                       "expected": r.expected, "kernel": r.kernel,
-                      "reports": [{k: x[k] for k in ("title", "type", "count", "corrupted")
-                                   if k in x} for x in r.reports]}
+                      "reports": [{"title": x.title, "type": x.type, "count": x.count,
+                                   "corrupted": x.corrupted} for x in r.reports]}
         if r.variant:
             misc["variant"] = r.variant
         if r.outcome == Outcome.FLAKY:

@@ -65,6 +65,18 @@ class Report:
     text: str = ""  # the report's lines as the console printed them
     line: int = 0   # its first line's number in the log
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Report":
+        """The inverse of dataclasses.asdict (results.json, reports.json); unknown keys ignored."""
+        kw = {k: v for k, v in d.items() if k in _REPORT_FIELDS}
+        kw["frames"] = [Frame(**{k: v for k, v in f.items() if k in _FRAME_FIELDS})
+                        for f in kw.get("frames") or [] if isinstance(f, dict)]
+        return cls(**kw)
+
+
+_REPORT_FIELDS = set(Report.__dataclass_fields__)
+_FRAME_FIELDS = set(Frame.__dataclass_fields__)
+
 
 _KEYWORDS = {k.header for k in rr.KINDS} | {"wqh: "}
 # A keyword containing another adds nothing to the search.

@@ -71,6 +71,14 @@ class TestResult:
     waived: str = ""
     version: str = ""  # the kernel's version (6.1.192): a run on several kernels tells them apart
 
+    @classmethod
+    def from_json(cls, d: dict) -> "TestResult":
+        """A result as results.json holds it (dataclasses.asdict), reports as Report objects;
+        unknown keys ignored."""
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        kw["reports"] = [Report.from_json(r) for r in kw.get("reports") or [] if isinstance(r, dict)]
+        return cls(**kw)
+
     @property
     def as_expected(self) -> bool:
         # A skip is not a pass: on a kernel wqh built for the test, a skip means it did not run.

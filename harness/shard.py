@@ -227,15 +227,6 @@ def check_parts(dirs: list[Path]) -> list[Part]:
     return sorted(parts, key=lambda p: p.shard["index"] if p.shard else 0)
 
 
-def _result(t: dict) -> results.TestResult:
-    from harness.report import Report
-
-    fields = {k: v for k, v in t.items() if k in results.TestResult.__dataclass_fields__}
-    fields["reports"] = [Report(**{k: v for k, v in r.items() if k in Report.__dataclass_fields__})
-                         for r in t.get("reports", [])]
-    return results.TestResult(**fields)
-
-
 ADDITIVE = ("config_s", "build_s", "vm_s")  # timings that add up over shards
 
 
@@ -255,7 +246,7 @@ def merge(parts: list[Part], out: Path) -> results.RunSummary:
     summary = results.RunSummary([], first, first, out)
     span = 0.0
     for p in parts:
-        summary.results += [_result(t) for t in p.doc["tests"]]
+        summary.results += [results.TestResult.from_json(t) for t in p.doc["tests"]]
         summary.kernels.update(p.doc.get("kernels", {}))
         for k, v in (p.doc.get("timings") or {}).items():
             if not isinstance(v, (int, float)) or not k.endswith("_s"):
