@@ -277,6 +277,21 @@ def _common(probs: Problems, a) -> None:
             validate.out_path("--out", a.out)
 
 
+def _kernel_config(probs: Problems, a, fragments, key: str) -> None:
+    """--config-file PATH (a full .config, used as it is) or fragments (KEY): each checked,
+    and not both."""
+    if a.config_file is None:
+        validate.fragments(probs, fragments, Path.cwd(), key)
+        return
+    from harness import fullconfig
+
+    if fragments:
+        probs.add(InputError(f"{key} and --config-file together", key="--config-file",
+                             hint=f"a full .config is used as it is: drop {key}"))
+    with probs.check():
+        fullconfig.check(a.config_file)
+
+
 def _patch_forms(probs: Problems, paths, key: str) -> tuple[Path, ...]:
     from harness import patches
 
@@ -423,10 +438,7 @@ def cmd_run(a) -> int:
             durations = shard.durations_from(a.durations)
     known, base = _gate_inputs(probs, a)
     if a.config_file is not None:
-        from harness import fullconfig
-
-        with probs.check():
-            fullconfig.check(a.config_file)
+        _kernel_config(probs, a, (), "fragments")
     probs.raise_if_any()
     if a.config_file is not None:  # every scenario's kernel: the full config, its patches kept
         full = a.config_file.resolve()
@@ -484,16 +496,8 @@ def cmd_build(a) -> int:
     _common(probs, a)
     pl = _patch_forms(probs, a.patch, "--patch")
     _patches_apply(probs, a.kernel, [(pl, {})])
-    if a.config_file is not None:
-        from harness import fullconfig
-
-        if a.fragment:
-            probs.add(InputError("--fragment and --config-file together", key="--config-file",
-                                 hint="a full .config is used as it is: drop --fragment"))
-        with probs.check():
-            fullconfig.check(a.config_file)
-    else:
-        validate.fragments(probs, a.fragment, Path.cwd(), "--fragment")
+    _kernel_config(probs, a, a.fragment, "--fragment")
+    if a.config_file is None:
         with probs.check():
             validate.symbols_defined(probs, a.kernel, _fragments(a.fragment) if not probs else ())
     probs.raise_if_any()
@@ -570,7 +574,7 @@ def cmd_doctor(a) -> int:
 def _check_repro(a, patch_sets, verify: bool = False) -> None:
     """repro/verify: options, fragments or the full config, the reproducer (compiled: gcc is
     the form check) or the syzbot report directory, patches; PATCH_SETS: [(option, paths)]."""
-    from harness import fullconfig, repro, syzreport
+    from harness import repro, syzreport
 
     probs = Problems()
     if verify and bool(a.fix) == bool(a.bug):
@@ -590,14 +594,7 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
             a.file = a.syzbot.repro_c
             if a.config_file is None and not a.config:
                 a.config_file = a.syzbot.config
-    if a.config_file is not None:
-        if a.config:
-            probs.add(InputError("--config and --config-file together", key="--config-file",
-                                 hint="a full .config is used as it is: drop --config"))
-        with probs.check():
-            fullconfig.check(a.config_file)
-    else:
-        validate.fragments(probs, a.config, Path.cwd(), "--config")
+    _kernel_config(probs, a, a.config, "--config")
     sets = []
     for key, paths in patch_sets:
         ps = _patch_forms(probs, paths, key)
@@ -615,7 +612,7 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
 
 
 def cmd_bisect(a) -> int:
-    from harness import bisect, bisect_run, fullconfig, repro, scenario, syzreport
+    from harness import bisect, bisect_run, repro, scenario, syzreport
 
     probs = Problems()
     _common(probs, a)
@@ -637,11 +634,7 @@ def cmd_bisect(a) -> int:
     if a.scenario is not None:
         with probs.check():
             (scen,) = scenario.load_all([str(a.scenario)])
-    if a.config_file is not None:
-        with probs.check():
-            fullconfig.check(a.config_file)
-    else:
-        validate.fragments(probs, a.config, Path.cwd(), "--config")
+    _kernel_config(probs, a, a.config, "--config")
     if a.file is not None:
         with probs.check():
             validate.reproducer(a.file)

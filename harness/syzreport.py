@@ -159,15 +159,29 @@ def _email_fields(rep: SyzReport, path: Path, text: str) -> None:
             rep.extid = mm.group(1) or mm.group(2)
 
 
+_ARCH32 = ("i386", "386")
+
+
+def _say_arch32(rep: SyzReport, where: str) -> None:
+    rep.arch32 = True
+    rep.arch_said_in = rep.arch_said_in or where
+
+
+def _arch_comment(rep: SyzReport, line: str, where: str) -> bool:
+    """A comment line saying the reproducer is 32-bit x86 ('userspace arch: i386')."""
+    m = _ARCH_COMMENT.search(line)
+    if m and (m.group(1) or m.group(2) or "").lower() in _ARCH32:
+        _say_arch32(rep, where)
+        return True
+    return False
+
+
 def _arch_in_repro_c(rep: SyzReport, path: Path, text: str) -> None:
     for n, line in enumerate(text.splitlines()[:80], 1):
         s = line.strip()
         if not (s.startswith("//") or s.startswith("/*") or s.startswith("*")):
             continue
-        m = _ARCH_COMMENT.search(s)
-        if m and (m.group(1) or m.group(2) or "").lower() in ("i386", "386"):
-            rep.arch32 = True
-            rep.arch_said_in = rep.arch_said_in or f"{path}:{n}"
+        if _arch_comment(rep, s, f"{path}:{n}"):
             return
 
 
@@ -183,14 +197,10 @@ def _arch_in_repro_syz(rep: SyzReport, path: Path, text: str) -> None:
                 opts = json.loads(body)
             except ValueError:
                 opts = {}
-            if isinstance(opts, dict) and str(opts.get("arch", "")).lower() in ("386", "i386"):
-                rep.arch32 = True
-                rep.arch_said_in = rep.arch_said_in or f"{path}:{n}"
+            if isinstance(opts, dict) and str(opts.get("arch", "")).lower() in _ARCH32:
+                _say_arch32(rep, f"{path}:{n}")
                 return
-        m = _ARCH_COMMENT.search(s)
-        if m and (m.group(1) or m.group(2) or "").lower() in ("i386", "386"):
-            rep.arch32 = True
-            rep.arch_said_in = rep.arch_said_in or f"{path}:{n}"
+        if _arch_comment(rep, s, f"{path}:{n}"):
             return
 
 
