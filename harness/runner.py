@@ -61,6 +61,7 @@ class KernelGroup:
     scenarios: list[Scenario] = field(default_factory=list)
     full_config: Path | None = None  # a full .config (kernel.config / --config-file)
     source: source.KernelSource | None = None  # the tree it is built from
+    version: str = ""  # that tree's kernel version (6.1.192)
 
 
 def default_out_dir() -> Path:
@@ -535,8 +536,9 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     else:
         srcs = source.resolve_all(opts.kernels or ([opts.kernel] if opts.kernel else []))
     # The same scenarios on each kernel, kernel by kernel.
-    groups = [dataclasses.replace(g, source=src) for src in srcs for g in group_kernels(scenarios)]
-    versions = {src.identity: source.version(src) for src in srcs}
+    kernel_groups = group_kernels(scenarios)
+    groups = [dataclasses.replace(g, source=src, version=v)
+              for src, v in [(src, source.version(src)) for src in srcs] for g in kernel_groups]
     # Every group's patches apply to its tree, or nothing starts (an input error, exit 3).
     for g in groups:
         patches.check_applies(patches.tree_reader(g.source), g.patches, g.source.identity)
@@ -544,10 +546,10 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
         groups.sort(key=lambda g: -shard.weight(g.scenarios, opts.durations))  # longest first
     acc: accel_mod.Accel | None = None
     plans = [vm_shapes(g) for g in groups]
-    width = 1 if opts.echo else max(1, min(opts.vms or default_vms(), sum(map(len, plans)) or 1))
+    n_vms = sum(map(len, plans))
+    width = 1 if opts.echo else max(1, min(opts.vms or default_vms(), n_vms or 1))
     slots = Slots(width)
     summary.timings["vms_at_once"] = width  # type: ignore[assignment]
-    n_vms = sum(map(len, plans))
     if width > 1 and not opts.build_only:
         cpus = max(shape.cpus for p in plans for shape, _ in p)
         print(f"wqh: {n_vms} VMs, {width} at once (timeouts x{load_factor(width, cpus):.1f}; "
@@ -585,7 +587,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
                 k = _prepare(g.source, g, opts, summary)
             except WqhError as e:
                 print(f"wqh: {e}", file=sys.stderr)
-                summary.results += _infra(g.scenarios, kernel_id, str(e), versions[g.source.identity])
+                summary.results += _infra(g.scenarios, kernel_id, str(e), g.version)
                 continue
             finally:
                 slots.set_building(False)
@@ -602,7 +604,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             summary.timings["build_s"] = summary.timings.get("build_s", 0) + b.wall_s
             summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
                                       "reused": b.reused, "build_wall_s": b.wall_s,
-                                      "version": versions[g.source.identity]}
+                                      "version": g.version}
             if pool is None:
                 continue
             if acc is None:
@@ -613,7 +615,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             for shape, scs in plans[i]:
                 items = [(s, t) for s in scs for t in s.tests]
                 job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs,
-                            cfg, k.cmdline, versions[g.source.identity])
+                            cfg, k.cmdline, g.version)
                 jobs.append((job, pool.submit(run_job, job)))
         if pool is None:
             return
