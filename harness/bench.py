@@ -200,8 +200,8 @@ def _edit_loop(out: Path, src: source.KernelSource) -> tuple[float, dict, float]
 PROFILES = {
     "kasan": ("watch-queue", "kasan", "debug-info"),
     "kasan_kmemleak": ("watch-queue", "kasan", "kmemleak", "debug-info"),
-    "kasan_kmemleak_fault_injection": ("watch-queue", "kasan", "kmemleak", "debug-info", "fault-injection"),
-    "lockdep_kasan_kmemleak": ("watch-queue", "kasan", "kmemleak", "lockdep", "debug-info", "crashkit"),
+    "sanitizers": config.SANITIZER_FRAGMENTS,  # KASAN+kmemleak+lockdep+fault injection: the one CI builds
+    "reports": ("watch-queue", "kasan", "kmemleak", "lockdep", "debug-info", "crashkit"),
     "kcsan": ("watch-queue", "kcsan", "debug-info"),
 }
 

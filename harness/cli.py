@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from harness import procs, validate
+from harness.config import SANITIZER_FRAGMENTS as _SANITIZER
 from harness.errors import EXIT_INFRA, EXIT_INPUT, EXIT_OK, InputError, Problems, WqhError
 
 
@@ -146,7 +147,8 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--config-file", type=Path, metavar="PATH",
                     help="a full kernel .config instead of fragments (default with --report: its config)")
     rp.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
-                    help="kconfig fragment (repeatable; default: watch-queue kasan kmemleak debug-info)")
+                    help="kconfig fragment (repeatable; default: the sanitizer kernel's, "
+                         + " ".join(_SANITIZER) + ")")
     rp.add_argument("--patch", type=Path, action="append", default=[],
                     help="apply this patch to a private variant of the tree (repeatable)")
     rp.add_argument("--repeat", type=int, default=1, help="runs (default 1)")
@@ -168,7 +170,8 @@ def make_parser() -> argparse.ArgumentParser:
     vf.add_argument("--bug", type=Path, action="append", default=[],
                     help="the bug: base = the tree + this patch, fixed = the tree")
     vf.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
-                    help="kconfig fragment (repeatable; default: watch-queue kasan kmemleak debug-info)")
+                    help="kconfig fragment (repeatable; default: the sanitizer kernel's, "
+                         + " ".join(_SANITIZER) + ")")
     vf.add_argument("--repeat", type=int, default=10, help="runs on each tree (default 10)")
     vf.add_argument("--timeout", type=float, default=60.0, help="seconds per run (default 60)")
     vf.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
@@ -202,7 +205,8 @@ def make_parser() -> argparse.ArgumentParser:
     bi.add_argument("--title", help="count only crashes with this title (default: the report's "
                                     "title, else any crash, as syzbot does)")
     bi.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
-                    help="kconfig fragment for a reproducer (default: watch-queue kasan kmemleak debug-info)")
+                    help="kconfig fragment for a reproducer (default: the sanitizer kernel's, "
+                         + " ".join(_SANITIZER) + ")")
     bi.add_argument("--config-file", type=Path, metavar="PATH", help="a full kernel .config")
     bi.add_argument("--runs", type=_positive, default=bisect_runs(), metavar="N",
                     help="runs per commit (default 10; twice as many on the endpoints and once "
@@ -223,7 +227,7 @@ def make_parser() -> argparse.ArgumentParser:
     be.add_argument("--skip-cold", action="store_true",
                     help="skip the two cold builds (ours and vng --kconfig's)")
     be.add_argument("--skip-kasan", action="store_true",
-                    help="skip the functional suite on the KASAN+kmemleak kernel")
+                    help="skip the functional suite on the sanitizer kernel")
     be.add_argument("--cold-run", action="store_true",
                     help="also time the whole default run from an empty cache (builds every kernel)")
     be.add_argument("--boots-only", action="store_true",

@@ -21,6 +21,12 @@ from harness.errors import ConfigError, InfraError, InputError
 from harness.paths import KCONFIGS, cache_dir
 from harness.source import KernelSource
 
+# The sanitizer kernel, as syzbot builds one: KASAN, kmemleak, lockdep and fault injection
+# together. functional-kasan, every sanitizer scenario of the wall and `wqh repro` use this one
+# list, so that one build (and its ccache) serves them all and each wall variant is an
+# incremental build of it (tests/test_scenario.py holds the scenarios to it).
+SANITIZER_FRAGMENTS = ("watch-queue", "kasan", "kmemleak", "lockdep", "fault-injection", "debug-info")
+
 BASE_FRAGMENT = "base"
 
 

@@ -20,12 +20,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import runner
+from harness import config, runner
 from harness.errors import InfraError, InputError
 from harness.paths import SCENARIOS
 from harness.scenario import KernelSpec, Scenario, TestRef, Timeouts, VMShape
 
-DEFAULT_FRAGMENTS = ("watch-queue", "kasan", "kmemleak", "debug-info")
+DEFAULT_FRAGMENTS = config.SANITIZER_FRAGMENTS
 CFLAGS = ["-O1", "-static", "-pthread", "-w"]
 
 # The guest side: one test per run. Written next to the binary in the (shared) output dir.

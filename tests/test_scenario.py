@@ -32,6 +32,20 @@ def test_every_shipped_scenario_is_valid():
     assert len({s.name for s in scs}) == len(scs)
 
 
+def test_every_shipped_sanitizer_scenario_shares_one_kernel_config():
+    """CI's cost from an empty cache is its number of distinct configs: each is a full build
+    (7-10 min here), where a wall variant of a shared one is ~30 s. So every shipped KASAN
+    scenario uses the one sanitizer list that `wqh repro` and the wall default to."""
+    from harness import config, repro
+
+    assert repro.DEFAULT_FRAGMENTS == config.SANITIZER_FRAGMENTS
+    shipped = [scenario.load(f) for f in sorted(SCENARIOS.rglob("*.yaml")) if f.parent.name != "wall"]
+    kasan = [s for s in shipped if "kasan" in s.kernel.fragments]
+    assert len(kasan) >= 10
+    odd = {s.name: s.kernel.fragments for s in kasan if s.kernel.fragments != config.SANITIZER_FRAGMENTS}
+    assert not odd, f"sanitizer scenarios off the shared list {config.SANITIZER_FRAGMENTS}: {odd}"
+
+
 def test_test_entries_may_carry_their_own_expectation(tmp_path):
     p = write(tmp_path, f"""\
         expect: pass
