@@ -319,9 +319,12 @@ def _patches_apply(probs: Problems, kernel: str | None, sets) -> None:
         if read is None:
             return
         what = kernel or "the default source"
+        version = source.version(kernel)
         for ps, keys, *note in sets:
+            rebased = patches.for_version(ps, version)  # as the runner will build them
             with probs.check():
-                patches.check_applies(read, ps, what + "".join(note), keys)
+                patches.check_applies(read, rebased, what + "".join(note),
+                                      {new: keys[old] for old, new in zip(ps, rebased) if old in keys})
 
 
 def _numbers(probs: Problems, a) -> None:

@@ -76,6 +76,22 @@ def check_form(patch: Path, key: str = "--patch", file: str = "", line: int = 0)
                              hint=PATCH_HINT, **at(i))
 
 
+def series(version: str) -> str:
+    """'6.12' of '6.12.118' ('' when the version is not MAJOR.MINOR...)."""
+    m = re.match(r"(\d+)\.(\d+)", version or "")
+    return f"{m.group(1)}.{m.group(2)}" if m else ""
+
+
+def for_version(patches: tuple[Path, ...], version: str) -> tuple[Path, ...]:
+    """Each patch, or its copy rebased for VERSION's series where one exists: a patch written
+    against one kernel may need new context on another, kept as data beside it, in
+    <dir>/<major.minor>/<same name> (scenarios/regressions/patches/6.12/ for example)."""
+    s = series(version)
+    if not s:
+        return tuple(patches)
+    return tuple(p.parent / s / p.name if (p.parent / s / p.name).is_file() else p for p in patches)
+
+
 def tree_reader(src: KernelSource):
     """rel -> bytes of SRC's tree (None: no such file), for check_applies."""
     def read(rel: str) -> bytes | None:

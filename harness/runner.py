@@ -537,7 +537,8 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
         srcs = source.resolve_all(opts.kernels or ([opts.kernel] if opts.kernel else []))
     # The same scenarios on each kernel, kernel by kernel.
     kernel_groups = group_kernels(scenarios)
-    groups = [dataclasses.replace(g, source=src, version=v)
+    # A patch with a copy rebased for a tree's version (patches/6.12/...) is built as that copy.
+    groups = [dataclasses.replace(g, source=src, version=v, patches=patches.for_version(g.patches, v))
               for src, v in [(src, source.version(src)) for src in srcs] for g in kernel_groups]
     # Every group's patches apply to its tree, or nothing starts (an input error, exit 3).
     for g in groups:
