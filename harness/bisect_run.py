@@ -76,13 +76,10 @@ class KernelOracle:
 
     def _repro_runs(self, src, out: Path, runs: int) -> list[bisect.RunResult]:
         out.mkdir(parents=True, exist_ok=True)
-        case = out / "test_repro_case.py"
-        case.write_text(repro._CASE.format(binary=str(self.reproducer), repeat=runs,
-                                           timeout=float(self.timeout)))
-        sc = repro.scenario_for(case, runs, self.timeout, self.fragments or repro.DEFAULT_FRAGMENTS,
-                                (), self.full_config)
-        summary = runner.run([sc], runner.RunOptions(out=out, accel=self.accel, jobs=self.jobs,
-                                                     kernel_source=src))
+        scs = repro.scenarios_for(out, self.reproducer, runs, self.timeout,
+                                  self.fragments or repro.DEFAULT_FRAGMENTS, (), self.full_config)
+        summary = runner.run(scs, runner.RunOptions(out=out, accel=self.accel, jobs=self.jobs,
+                                                    kernel_source=src, vms=len(scs)))
         found: dict[int, bisect.RunResult] = {}
         for r in summary.results:
             if "::test_run[" not in r.test:

@@ -510,10 +510,10 @@ def _prepare(src: source.KernelSource, g: KernelGroup, opts: RunOptions,
 
 def vm_shapes(g: KernelGroup) -> list[tuple[VMShape, list[Scenario]]]:
     """The boots a kernel group needs: one per VM shape, and one per leak-checked scenario
-    (the leak check is per VM)."""
+    (the leak check is per VM) or scenario that asks for its own VM."""
     shapes: dict[tuple, list[Scenario]] = {}
     for s in g.scenarios:
-        shapes.setdefault((s.vm, s.name if s.leak else None), []).append(s)
+        shapes.setdefault((s.vm, s.name if s.leak or s.own_vm else None), []).append(s)
     return [(shape, scs) for (shape, _), scs in shapes.items()]
 
 

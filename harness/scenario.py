@@ -70,6 +70,7 @@ class Scenario:
     # The end-of-run kmemleak check (kmemleak kernels only): None = no leak allowed, else the
     # title of the leak this scenario expects (e.g. a re-introduced bug).
     leak: str | None = None
+    own_vm: bool = False  # boots alone even beside scenarios of the same shape (repro's shares)
     name_line: int = 1  # where the name is set (line 1 when it is the file's stem)
 
 

@@ -25,13 +25,31 @@ def test_the_generated_module_runs_each_run_and_ends_a_looping_one(tmp_path):
     loop = tmp_path / "loop.c"
     loop.write_text("int main(void) { for (;;) ; }\n")
     binary = repro.compile_c(loop, tmp_path / "loop")
-    case = tmp_path / "test_case.py"
-    case.write_text(repro._CASE.format(binary=str(binary), repeat=2, timeout=0.5))
+    (case, n), = repro.write_cases(tmp_path, binary, 2, 0.5, vms=1)
+    assert n == 2 and case.name == "test_repro_case.py"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(case)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "run 0: exit -9" in r.stdout and "run 1: exit -9" in r.stdout  # killed at the timeout
     assert "2 passed" in r.stdout
+
+
+def test_runs_are_shared_over_the_vms_each_with_its_own_boot(tmp_path):
+    assert [list(r) for r in repro.shares(5, 2)] == [[0, 1], [2, 3, 4]]
+    assert [len(r) for r in repro.shares(20, 3)] == [6, 7, 7]
+    assert repro.shares(1, 4) == [range(0, 1)]  # never an empty VM
+    binary = tmp_path / "repro"
+    binary.write_text("")
+    scs = repro.scenarios_for(tmp_path, binary, 5, 10.0, repro.DEFAULT_FRAGMENTS, (), vms=2)
+    assert [s.name for s in scs] == ["repro-1", "repro-2"]
+    # Same kernel, one boot each (the runner groups by kernel, then by VM).
+    from harness import runner
+    (g,) = runner.group_kernels(scs)
+    assert len(runner.vm_shapes(g)) == 2
+    # Global run numbers: the second VM's runs are test_run[2..4].
+    text = (tmp_path / "test_repro_case2.py").read_text()
+    assert "range(2, 5)" in text and "runs 2-4" in text
+    assert [s.timeouts.total for s in scs] == [(10 + 15) * 2 + 60, (10 + 15) * 3 + 60]
 
 
 def test_a_run_reproduces_when_the_kernel_reported_during_it(tmp_path):
