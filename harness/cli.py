@@ -166,9 +166,11 @@ def make_parser() -> argparse.ArgumentParser:
     vf.add_argument("--config-file", type=Path, metavar="PATH",
                     help="a full kernel .config instead of fragments (default with --report: its config)")
     vf.add_argument("--fix", type=Path, action="append", default=[],
-                    help="the fix: base = the tree, fixed = the tree + this patch")
+                    help="the fix: base = the tree, fixed = the tree + this patch (with --bug: "
+                         "base = the tree + the bug, fixed = the tree + the bug + the fix)")
     vf.add_argument("--bug", type=Path, action="append", default=[],
-                    help="the bug: base = the tree + this patch, fixed = the tree")
+                    help="the bug: base = the tree + this patch, fixed = the tree (or, with --fix, "
+                         "the tree + this patch + the fix)")
     vf.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                     help="kconfig fragment (repeatable; default: the sanitizer kernel's, "
                          + " ".join(_SANITIZER) + ")")
@@ -584,10 +586,11 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
     from harness import repro, syzreport
 
     probs = Problems()
-    if verify and bool(a.fix) == bool(a.bug):
-        probs.add(InputError("needs exactly one of --fix and --bug", key="--fix/--bug",
-                             hint="give either --fix PATCH (the tree has the bug) or --bug PATCH "
-                                  "(the patch puts the bug back)"))
+    if verify and not (a.fix or a.bug):
+        probs.add(InputError("needs --fix, --bug or both", key="--fix/--bug",
+                             hint="give --fix PATCH (the tree has the bug), --bug PATCH (the patch "
+                                  "puts the bug back), or both (the fix checked on the tree with "
+                                  "the bug put back)"))
     _common(probs, a)
     _numbers(probs, a)
     a.syzbot = None
@@ -602,10 +605,13 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
             if a.config_file is None and not a.config:
                 a.config_file = a.syzbot.config
     _kernel_config(probs, a, a.config, "--config")
-    sets = []
-    for key, paths in patch_sets:
-        ps = _patch_forms(probs, paths, key)
-        sets.append((ps, {p: key for p in ps}))
+    forms = {key: _patch_forms(probs, paths, key) for key, paths in patch_sets}
+    keys = {p: key for key, ps in forms.items() for p in ps}
+    if verify:  # the base tree has the bug put back, the fixed one the fix on top of it
+        bug, fix = forms.get("--bug", ()), forms.get("--fix", ())
+        sets = [(bug, keys), (bug + fix, keys)]
+    else:
+        sets = [(ps, keys) for ps in forms.values()]
     if a.file is not None:
         with probs.check():
             validate.reproducer(a.file)

@@ -344,27 +344,29 @@ def statement(base: Outcome, fixed: Outcome) -> tuple[str, bool]:
 
 
 def verify(a) -> int:
-    """`wqh verify FILE.c --fix P` (base = tree, fixed = tree + P) or `--bug P` (base = tree + P,
-    fixed = tree): the same reproducer, N runs on each."""
+    """`wqh verify FILE.c --fix P` (base = tree, fixed = tree + P), `--bug B` (base = tree + B,
+    fixed = tree) or both (base = tree + B, fixed = tree + B + P: a fix checked on a tree that
+    has the fix already, its bug put back): the same reproducer, N runs on each."""
     _check(a)
-    if bool(a.fix) == bool(a.bug):
-        raise InputError("give either --fix PATCH (the tree has the bug) or --bug PATCH (the patch "
-                         "puts the bug back)", key="--fix/--bug")
+    if not (a.fix or a.bug):
+        raise InputError("needs --fix, --bug or both", key="--fix/--bug")
     fix = _patch_list(a.fix, "--fix")
     bug = _patch_list(a.bug, "--bug")
     from harness import outdir, patches, source
 
     # Both trees' patches must apply before the base tree runs (the source may only now be
-    # unpacked: the validation phase checked them where the tree was at hand).
+    # unpacked: the validation phase checked them where the tree was at hand). With both
+    # options the fix applies on top of the bug.
     src = source.resolve(a.kernel)
-    for key, ps in (("--fix", fix), ("--bug", bug)):
-        patches.check_applies(patches.tree_reader(src), ps, src.identity, {p: key for p in ps})
+    keys = {**{p: "--bug" for p in bug}, **{p: "--fix" for p in fix}}
+    patches.check_applies(patches.tree_reader(src), bug, src.identity, keys)
+    patches.check_applies(patches.tree_reader(src), bug + fix, src.identity, keys)
     final = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(final) as out:
         with tempfile.TemporaryDirectory() as d:
             binary = _binary(a, d, out)
         base = execute(binary, out / "base", a, bug, label="base:  ")
-        fixed = execute(binary, out / "fixed", a, fix, label="fixed: ")
+        fixed = execute(binary, out / "fixed", a, bug + fix if fix else (), label="fixed: ")
         text, proved = statement(base, fixed)
         print(text)
         (out / "verify.json").write_text(json.dumps({

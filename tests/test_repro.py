@@ -75,11 +75,50 @@ def test_verify_states_the_rates_and_the_confidence():
     assert repro.statement(repro.Outcome(0, 10, [], False), repro.Outcome(0, 10, [], False))[1] is False
 
 
-def test_verify_needs_exactly_one_of_fix_and_bug(tmp_path, wqh_cmd):
+def test_verify_needs_a_fix_or_a_bug(tmp_path, wqh_cmd):
     c = tmp_path / "r.c"
     c.write_text("int main(void) { return 0; }\n")
     r = subprocess.run(wqh_cmd + ["verify", str(c)], capture_output=True, text=True)
     assert r.returncode == 3 and "--fix PATCH" in r.stderr
+
+
+def test_verify_checks_the_fix_on_top_of_the_bug(tmp_path, wqh_cmd):
+    """--bug B --fix F: F must apply to the tree + B (it need not apply to the tree itself)."""
+    tree = tmp_path / "linux"
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n")
+    good = "int check(int n)\n{\n\tif (n > 16)\n\t\treturn -1;\n\treturn 0;\n}\n"
+    bad = good.replace("n > 16", "n > 17")
+    (tree / "kernel" / "watch_queue.c").write_text(good)
+    a, b = tmp_path / "a" / "kernel", tmp_path / "b" / "kernel"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    (a / "watch_queue.c").write_text(good), (b / "watch_queue.c").write_text(bad)
+
+    def diff(x, y, name):
+        d = subprocess.run(["diff", "-u", f"{x}/kernel/watch_queue.c", f"{y}/kernel/watch_queue.c"],
+                           cwd=tmp_path, capture_output=True, text=True).stdout
+        out = tmp_path / name
+        out.write_text(d)
+        return out
+    bug, fix = diff("a", "b", "bug.patch"), diff("b", "a", "fix.patch")
+    c = tmp_path / "r.c"
+    c.write_text("int main(void) { return 0; }\n")
+    from harness import cli
+    from harness.errors import WqhError
+
+    def check(*opts):
+        """The validation phase of `wqh verify` alone (the real parser, no build)."""
+        a = cli.make_parser().parse_args(["verify", str(c), "--kernel", str(tree), *opts])
+        try:
+            cli._check_repro(a, [("--fix", a.fix), ("--bug", a.bug)], verify=True)
+        except WqhError as e:
+            return str(e)
+        return ""
+    assert check("--bug", str(bug), "--fix", str(fix)) == ""
+    err = check("--fix", str(fix))
+    assert "does not apply" in err and "--fix" in err and "fix.patch" in err
+    assert check("--bug", str(bug)) == ""
+    assert "does not apply" in check("--fix", str(bug), "--bug", str(bug))  # the bug twice
 
 
 def test_a_rate_counts_runs_with_any_of_the_titles_once():
