@@ -97,6 +97,21 @@ def _full_config(tmp_path):
     return o / ".config"
 
 
+def _fix_patch(tmp_path):
+    """c993ee0f9f: the diff from the tree with the bug back to the tree, made with diff -u."""
+    tree = source.resolve(None).path
+    rel = "kernel/watch_queue.c"
+    for side in ("a", "b"):
+        (tmp_path / side / "kernel").mkdir(parents=True)
+        shutil.copy(tree / rel, tmp_path / side / rel)
+    subprocess.run(["patch", "-p1", "-s", "-d", str(tmp_path / "a"), "-i", str(PATCH)], check=True)
+    d = subprocess.run(["diff", "-u", f"a/{rel}", f"b/{rel}"], cwd=tmp_path, capture_output=True, text=True)
+    assert d.returncode == 1 and "+" in d.stdout
+    fix = tmp_path / "c993ee0f9f-fix.patch"
+    fix.write_text(d.stdout)
+    return fix
+
+
 def test_a_report_with_a_full_config_reproduces_with_syzbots_title_and_verify_states_it(tmp_path):
     rep = tmp_path / "report"
     rep.mkdir()
@@ -104,11 +119,14 @@ def test_a_report_with_a_full_config_reproduces_with_syzbots_title_and_verify_st
     shutil.copy(REPRO_C, rep / "repro.c")
     (rep / "title").write_text(TITLE + "\n")
     out = tmp_path / "verify"
-    # The Debian tree has the fix: --bug puts the bug back on the base tree.
-    r = wqh("verify", "--report", str(rep), "--bug", str(PATCH), "--repeat", "3", "--timeout", "30",
-            "--out", str(out), timeout=7200)
+    # The Debian tree has the fix: --bug puts the bug back on both trees, --fix is the fix
+    # itself (c993ee0f9f, as the reverse of the re-introduction) checked on top of it.
+    fix = _fix_patch(tmp_path)
+    r = wqh("verify", "--report", str(rep), "--bug", str(PATCH), "--fix", str(fix), "--repeat", "3",
+            "--timeout", "30", "--out", str(out), timeout=7200)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr
     assert "reproduces on the base tree (3/3" in r.stdout and "confidence" in r.stdout
+    assert "does not reproduce with the fix (0/3)" in r.stdout
     base = json.loads((out / "base" / "repro.json").read_text())
     assert base["syzbot_title"] == TITLE and base["reproduced"] == 3
     assert all(run["match"] == "exact" for run in base["runs"])
