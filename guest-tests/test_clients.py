@@ -1,0 +1,343 @@
+"""keyutils' keyctl as a second oracle (harness/clients.py, watch_queue.md §5).
+
+One scripted session of key operations (add a user key to a keyring in a new session, update it,
+link it into another keyring, unlink it, clear that keyring, setperm, revoke, destroy, invalidate)
+is watched twice: by real keyctl processes and by wqh's binding on its own notification pipe
+watching the same keys. After each operation what keyctl printed must agree with what wqh read.
+
+* `keyctl watch KEY`: one process a watched object, each on its own queue, each compared with
+  wqh's records of the same object (by wqh's watch id); each exits when its object is destroyed.
+* `keyctl watch_session` + `watch_add`/`watch_rm`: one queue for all objects, compared in order
+  with all of wqh's records; `watch_rm` ends it.
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import clients
+from harness.guest import uapi
+
+KEYCTL = "/usr/bin/keyctl"
+PERM = uapi.KEY_POS_ALL | uapi.KEY_USR_ALL
+WAIT = 20.0  # seconds a client may take to print what wqh already read (TCG, sanitizers)
+GRACE = 0.2  # seconds to look for client events beyond those wqh read
+POLL_SYSCALLS = {"7", "271"}  # x86_64 poll, ppoll: where keyctl's consumer waits for records
+WID = {"R1": 1, "R2": 2, "K": 3}  # wqh's watch ids
+LABEL = {"R1": "keyring R1 in a new session", "R2": "keyring R2", "K": "user key K"}
+
+
+@pytest.fixture
+def keyctl(watch_queue_kernel):
+    """keyctl's path; skip unless it has the watch subcommands."""
+    path = KEYCTL if os.access(KEYCTL, os.X_OK) else shutil.which("keyctl")
+    if not path:
+        pytest.skip(f"no {KEYCTL} in the guest (keyutils is not installed)")
+    usage = subprocess.run([path], capture_output=True, text=True, timeout=60)  # usage, exit 2
+    missing = [c for c in ("watch", "watch_add", "watch_rm", "watch_session")
+               if not re.search(rf"^\s*keyctl {c}\s", usage.stdout + usage.stderr, re.M)]
+    if missing:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+        pytest.skip(f"{path} ({version.stdout.strip() or 'keyutils, version unknown'}) has no "
+                    f"{', '.join(missing)} subcommand: this keyutils predates key notifications")
+    return path
+
+
+class Stream:
+    """A pipe read as it comes, in complete lines; parse (if given) turns each into an event."""
+
+    def __init__(self, fd, client, parse=True):
+        os.set_blocking(fd, False)
+        self.fd, self.client, self.parse = fd, client, parse
+        self.buf, self.lines, self.events, self.notes = b"", [], [], []
+        self.taken = 0
+        self.eof = False
+
+    def pump(self):
+        while not self.eof:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                self.eof = True
+                break
+            self.buf += data
+            *lines, self.buf = self.buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                if not self.parse:
+                    continue
+                got = clients.parse_keyctl_line(line, self.client)  # a line it never prints fails here
+                if isinstance(got, clients.Event):
+                    self.events.append(got)
+                elif got is not None:
+                    self.notes.append(got)
+
+    def pending(self):
+        return len(self.events) - self.taken
+
+    def take(self):
+        new = self.events[self.taken:]
+        self.taken = len(self.events)
+        return new
+
+
+def pump(streams, until, timeout):
+    """Read the streams until until() or the timeout."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        live = [s for s in streams if not s.eof]
+        left = deadline - time.monotonic()
+        if not live or left <= 0:
+            return
+        p = select.poll()
+        for s in live:
+            p.register(s.fd, select.POLLIN)
+        p.poll(int(left * 1000) + 1)
+        for s in live:
+            s.pump()
+
+
+def wait_for(wanted):
+    """[(stream, n)]: read until each stream holds n new events (or EOF, or WAIT), then GRACE
+    more for events beyond those."""
+    streams = [s for s, _ in wanted]
+    pump(streams, lambda: all(s.pending() >= n or s.eof for s, n in wanted), WAIT)
+    pump(streams, lambda: False, GRACE)
+
+
+def start(argv, **kw):
+    """A client in a process group of its own, so that stop() also ends what it forked."""
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, **kw)
+
+
+def stop(proc):
+    """End a client still running, with what it forked (its group: the leader is alive, so the
+    group id is still ours)."""
+    if proc.stdin and not proc.stdin.closed:
+        proc.stdin.close()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stderr_of(proc):
+    if proc.poll() is None:
+        return "(still running)"
+    return proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+
+
+class Watches:
+    """`keyctl watch KEY` per object: each client is compared with wqh's records of its object."""
+
+    def __init__(self, keyctl, q):
+        self.keyctl, self.q = keyctl, q
+        self.clients = {}  # name -> (client label, Popen, Stream)
+
+    def watch(self, name, key):
+        client = f"keyctl watch {key} ({LABEL[name]})"
+        proc = start([self.keyctl, "watch", str(key)])
+        self.clients[name] = (client, proc, Stream(proc.stdout.fileno(), client))
+        self._until_watching(client, proc)
+        uapi.watch_key(key, self.q.r, WID[name])
+
+    @staticmethod
+    def _until_watching(client, proc):
+        """keyctl watch calls KEYCTL_WATCH_KEY before its first poll(): once it sleeps in poll,
+        its watch is there (keyctl_watch.c act_keyctl_watch, consumer)."""
+        path = f"/proc/{proc.pid}/syscall"
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"{client} exited with {proc.returncode} before watching: {stderr_of(proc)}")
+            try:
+                with open(path) as fh:
+                    nr = (fh.read().split() or ["?"])[0]
+            except FileNotFoundError:
+                pytest.skip(f"kernel has no {path} (CONFIG_HAVE_ARCH_TRACEHOOK): cannot tell when "
+                            "keyctl watch is watching")
+            if nr in POLL_SYSCALLS:
+                return
+            time.sleep(0.01)
+        pytest.fail(f"{client} not waiting in poll() {WAIT} s after it started")
+
+    def collect(self, op, events):
+        mine = {n: [e for e in events if e.watch_id == WID[n]] for n in self.clients}
+        wait_for([(s, len(mine[n])) for n, (_, _, s) in self.clients.items()])
+        out = []
+        for n, (client, _, s) in self.clients.items():
+            out += clients.compare(client, op, s.take(), clients.visible(client, mine[n]))
+        return out
+
+    def finish(self):
+        """Each keyctl watch exits after its object's removal record: what it printed after the
+        last operation is extra."""
+        out = []
+        for client, proc, s in self.clients.values():
+            mine = []
+            try:
+                proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                mine.append(f"{client} still running {WAIT:.0f} s after its object was destroyed "
+                            "(keyctl watch exits on the removal record of its watch)")
+                stop(proc)
+            pump([s], lambda: s.eof, WAIT)
+            mine += clients.compare(client, "after the last operation", s.take(), [])
+            if proc.returncode != 0 and not mine:
+                mine.append(f"{client} exited with {proc.returncode}: {stderr_of(proc)}")
+            out += mine
+        return out
+
+    def close(self):
+        for _, proc, _ in self.clients.values():
+            stop(proc)
+
+
+class Session:
+    """`keyctl watch_session LOG LOG FD sh` whose shell runs `keyctl watch_add|watch_rm FD KEY`
+    for each line on its stdin: one queue for every object, compared in order with wqh's."""
+
+    client = clients.KEYCTL_WATCH_SESSION
+    SHELL = ('while read -r cmd key; do "$0" "$cmd" "$KEYCTL_WATCH_FD" "$key" '
+             '&& echo "ok $cmd $key" || echo "failed $cmd $key"; done')
+
+    def __init__(self, keyctl, q):
+        self.q = q
+        log_r, log_w = os.pipe()
+        # The log is our pipe (notify and gc in one, so in record order); the queue goes on fd 9:
+        # not the log's fd, and above the two fds the consumer's pipe2() gets.
+        target = next(fd for fd in range(9, 2, -1) if fd != log_w)
+        log = f"/proc/self/fd/{log_w}"
+        try:
+            self.proc = start([keyctl, "watch_session", log, log, str(target), "/bin/sh", "-c",
+                               self.SHELL, keyctl], pass_fds=(log_w,))
+        finally:
+            os.close(log_w)
+        self.log = Stream(log_r, self.client)
+        self.acks = Stream(self.proc.stdout.fileno(), self.client, parse=False)
+
+    def _command(self, cmd, key):
+        self.proc.stdin.write(f"{cmd} {key}\n".encode())
+        self.proc.stdin.flush()
+        n = len(self.acks.lines)
+        pump([self.acks], lambda: len(self.acks.lines) > n, WAIT)
+        reply = self.acks.lines[n] if len(self.acks.lines) > n else None
+        if reply != f"ok {cmd} {key}":
+            pytest.fail(f"keyctl {cmd} FD {key} under watch_session: {reply or 'no answer'}; "
+                        f"stderr: {stderr_of(self.proc)}")
+
+    def watch(self, name, key):
+        self._command("watch_add", key)
+        uapi.watch_key(key, self.q.r, WID[name])
+
+    def unwatch(self, name, key):
+        self._command("watch_rm", key)
+        uapi.unwatch_key(key, self.q.r)
+
+    def collect(self, op, events):
+        mine = clients.visible(self.client, events)
+        wait_for([(self.log, len(mine))])
+        return clients.compare(self.client, op, self.log.take(), mine)
+
+    def finish(self):
+        """EOF on the shell's stdin ends it; watch_session then stops its consumer."""
+        self.proc.stdin.close()
+        out = []
+        try:
+            self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            out.append(f"{self.client} still running {WAIT:.0f} s after its command ended")
+            stop(self.proc)
+        pump([self.log], lambda: self.log.eof, WAIT)
+        return out + clients.compare(self.client, "after the last operation", self.log.take(), [])
+
+    def close(self):
+        stop(self.proc)
+        os.close(self.log.fd)
+
+
+class Keys:
+    def __init__(self, r1, r2):
+        self.R1, self.R2, self.K = r1, r2, None
+
+
+SCRIPT = [  # (operation, what it does, objects whose removal record wqh waits for) or "watch K"
+    ("add_key user K into R1", lambda k: setattr(k, "K", uapi.add_key("user", "wqh-clients-k", b"v0", k.R1)),
+     ()),
+    "watch K",
+    ("KEYCTL_UPDATE K", lambda k: uapi.key_update(k.K, b"v1"), ()),
+    ("KEYCTL_LINK K into R2", lambda k: uapi.link(k.K, k.R2), ()),
+    ("KEYCTL_UNLINK K from R2", lambda k: uapi.unlink(k.K, k.R2), ()),
+    ("add_key user K2 into R2", lambda k: uapi.add_key("user", "wqh-clients-k2", b"v0", k.R2), ()),
+    ("KEYCTL_CLEAR R2", lambda k: uapi.clear(k.R2), ()),
+    ("KEYCTL_SETPERM K", lambda k: uapi.setperm(k.K, PERM), ()),
+    ("KEYCTL_REVOKE K", lambda k: uapi.revoke(k.K), ()),
+    ("KEYCTL_UNLINK K from R1 (its last link: K destroyed)", lambda k: uapi.unlink(k.K, k.R1), ("K",)),
+    ("KEYCTL_INVALIDATE R2", lambda k: uapi.invalidate(k.R2), ("R2",)),
+]
+
+
+def run(oracle, q, keys, last):
+    """The script and its last step, each operation compared; all disagreements."""
+    problems = []
+    for step in SCRIPT + [last]:
+        if step == "watch K":
+            oracle.watch("K", keys.K)
+            continue
+        op, do, destroyed = step
+        do(keys)
+        records = q.drain()
+        if destroyed:  # removal after destruction is posted by the key gc, asynchronously
+            ids = {getattr(keys, name) for name in destroyed}
+            before = list(records)
+
+            def all_removed(new):
+                return ids <= {e.key_id for e in clients.from_records(before + new)
+                               if e.kind == clients.REMOVAL}
+            records = before + uapi.wait_records(q.r, all_removed, WAIT)
+        events = clients.from_records(records)
+        if not events:
+            problems.append(f"wqh read nothing for {op!r}: nothing to compare")
+        problems += oracle.collect(op, events)
+    return problems + oracle.finish()
+
+
+def test_keyctl_watch_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
+    q = new_queue(size=64)
+    keys = Keys(session_keyring, new_key("wqh-clients-r2", ktype="keyring"))
+    oracle = Watches(keyctl, q)
+    try:
+        oracle.watch("R1", keys.R1)
+        oracle.watch("R2", keys.R2)
+        problems = run(oracle, q, keys, ("KEYCTL_INVALIDATE R1", lambda k: uapi.invalidate(k.R1), ("R1",)))
+    finally:
+        oracle.close()
+    assert not problems, "\n".join(map(str, problems))
+
+
+def test_keyctl_watch_session_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
+    q = new_queue(size=64)
+    keys = Keys(session_keyring, new_key("wqh-clients-r2", ktype="keyring"))
+    oracle = Session(keyctl, q)
+    try:
+        oracle.watch("R1", keys.R1)
+        oracle.watch("R2", keys.R2)
+        problems = run(oracle, q, keys, ("keyctl watch_rm R1 / KEYCTL_WATCH_KEY(R1, -1)",
+                                         lambda k: oracle.unwatch("R1", k.R1), ()))
+    finally:
+        oracle.close()
+    assert not problems, "\n".join(map(str, problems))
