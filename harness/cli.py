@@ -193,6 +193,21 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     w.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
 
+    mu = sub.add_parser("mutate", help="the suite's mutation score: one-line kernel mutants, each "
+                                       "built as a variant and run with its scenario")
+    _kernel_opts(mu)
+    mu.add_argument("--index", type=Path, help="the mutant index (default: scenarios/mutants/index.yaml)")
+    mu.add_argument("--only", action="append", default=[], metavar="ID",
+                    help="only this mutant (its id in the index); repeatable")
+    mu.add_argument("--kind", metavar="K", help="only mutants of this kind (boundary, dropped-flag, "
+                                                 "wrong-id, inverted-logic, missing-notify, missing-free, other)")
+    mu.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    mu.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    mu.add_argument("--list", action="store_true",
+                    help="print the mutants with file:line and edit, and exit (builds nothing)")
+    mu.add_argument("--resume", action="store_true",
+                    help="keep the verdicts of the mutate.json in --out; run only the others")
+
     bi = sub.add_parser("bisect", help="the commit that introduced (or --fix: fixed) a bug, "
                                        "flaky-aware, with a reproducer, a report or a scenario")
     bi.add_argument("--kernel", metavar="REPO", required=True, help="a git repository of the kernel")
@@ -702,6 +717,18 @@ def cmd_wall(a) -> int:
     return wall.main(a)
 
 
+def cmd_mutate(a) -> int:
+    from harness import mutate
+
+    probs = Problems()
+    _common(probs, a)
+    plan = None
+    with probs.check():
+        plan = mutate.check(a, read_tree=not probs)
+    probs.raise_if_any()
+    return mutate.main(a, plan)
+
+
 def cmd_bench(a) -> int:
     from harness import bench
 
@@ -783,7 +810,8 @@ def report_text(reports, log: Path, top: int = 8) -> str:
 COMMANDS = {"run": cmd_run, "merge": cmd_merge, "gate": cmd_gate, "export": cmd_export,
             "bisect": cmd_bisect, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
-            "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall}
+            "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall,
+            "mutate": cmd_mutate}
 
 
 def main(argv: list[str] | None = None) -> int:
