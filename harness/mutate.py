@@ -365,6 +365,7 @@ class Plan:
     what: str
     scenarios: dict[str, scenario.Scenario]  # of the selected, by name
     previous: dict[str, dict] = field(default_factory=dict)  # --resume: id -> mutate.json entry
+    noisy: dict[str, list[str]] = field(default_factory=dict)  # not as expected unmutated too
 
 
 def check(a, read_tree: bool = True) -> Plan:
@@ -588,6 +589,7 @@ def write(plan: Plan, a, out: Path, started: float) -> str:
            "duration_s": round(seconds, 1),
            "score": {**dataclasses.asdict(s), "score": s.value},
            "exit_code": exit_code(plan.selected),
+           "unmutated_not_as_expected": plan.noisy,
            "mutants": [m.to_json() for m in plan.selected]}
     tmp = out / "mutate.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
@@ -657,8 +659,8 @@ def _mutate(plan: Plan, a, stage: Path, started: float) -> str:
                 write(plan, a, stage, started)
             raise
         judge(todo, summary.results, summary.kernels, run_dir)
-        noisy = noisy_tests(summary.results)
-        for name, tests in sorted(noisy.items()):
+        plan.noisy = {k: sorted(v) for k, v in sorted(noisy_tests(summary.results).items())}
+        for name, tests in plan.noisy.items():
             print(f"wqh: not as expected on the unmutated tree too, not counted against mutants: "
-                  f"{name}: {', '.join(sorted(t.split('/')[-1] for t in tests))}", flush=True)
+                  f"{name}: {', '.join(t.split('/')[-1] for t in tests)}", flush=True)
     return write(plan, a, stage, started)

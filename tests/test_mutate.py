@@ -326,12 +326,24 @@ def test_a_run_writes_the_table_json_and_patches_and_exits_1_on_a_survivor(tmp_p
     assert by["m3"]["verdict"] == "equivalent" and by["m3"]["note"] == "a reason"
     assert by["m1"]["build_s"] == 50.0 and by["m1"]["artifacts"].startswith("run-")
     assert doc["score"]["score"] == 0.5 and doc["exit_code"] == 1
+    assert doc["unmutated_not_as_expected"] == {}
     assert sorted(p.name for p in (out / "patches").iterdir()) == ["m1.patch", "m2.patch"]
     md = (out / "mutate.md").read_text()
     assert md.startswith("# Mutation testing") and "mutation score: 1/2 killed (50%)" in md
     printed = capsys.readouterr().out
     assert "survived (each needs a test that kills it" in printed and "  m2  kernel/watch_queue.c:6  " in printed
     assert (tree / "kernel" / "watch_queue.c").read_text() == WQ
+
+
+def test_a_test_failing_on_the_unmutated_tree_is_named_and_kills_no_mutant(tmp_path, tree, monkeypatch):
+    f = _index(tmp_path, ONE)
+    first = "guest-tests/test_smoke.py::test_key_update_gives_one_record"
+    _fake_runner(monkeypatch, lambda scen, t: "fail" if t == first else "pass")
+    a = _args(index=f, kernel=str(tree), out=tmp_path / "out")
+    assert mutate.main(a, mutate.check(a)) == 1
+    doc = json.loads((tmp_path / "out" / "mutate.json").read_text())
+    assert doc["unmutated_not_as_expected"] == {"functional": [first]}
+    assert doc["mutants"][0]["verdict"] == "survived"
 
 
 def test_resume_runs_only_what_has_no_verdict_yet(tmp_path, tree, monkeypatch):
