@@ -520,6 +520,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _short(text: str, width: int = 100) -> str:
+    """A note as a table cell: the reasons in full are in mutate.json and `--list`."""
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
 def _secs(v: float | None) -> str:
     return f"{v:.0f}" if v is not None else "-"
 
@@ -530,7 +535,7 @@ def table(mutants: list[Mutant]) -> str:
     for m in mutants:
         kill = "; ".join(m.killers[:3]) + (f"; +{len(m.killers) - 3} more" if len(m.killers) > 3 else "")
         if not kill and m.verdict != KILLED:
-            kill = m.note if m.verdict in (BUILD, UNKNOWN, EQUIVALENT) else "-"
+            kill = _short(m.note) if m.verdict in (BUILD, UNKNOWN, EQUIVALENT) else "-"
         cells = (m.id, m.kind, m.where, f"`{m.edit}`", m.verdict, kill or "-", _secs(m.build_s),
                  _secs(m.run_s))
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")

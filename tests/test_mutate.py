@@ -259,6 +259,8 @@ def test_the_score_table_and_survivors():
     assert "| m3 | boundary | kernel/watch_queue.c:12 |" in lines[4] and "| survived | - | - | - |" in lines[4]
     assert "| killed (build) | kernel build failed (make exit 2) |" in lines[5]
     assert "| equivalent | never reached |" in lines[6]
+    ms[4].note = "x" * 150
+    assert f"| equivalent | {'x' * 97}... |" in mutate.table(ms).splitlines()[6]
     sv = mutate.survivors(ms)
     assert sv.splitlines()[1] == "  m3  kernel/watch_queue.c:12  if (a < b) -> if (a <= b)"
     rep = mutate.report(ms, 125.0)
