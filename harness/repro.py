@@ -178,12 +178,19 @@ def scenario_for(case: Path, repeat: int, timeout: float, fragments: tuple[str, 
         tests=[TestRef(f"{case}::test_run", case, "crash")])
 
 
+def vms_for(cpus_per_vm: int, host_cpus: int | None = None) -> int:
+    """VMs of CPUS_PER_VM vCPUs that the host's CPUs hold at once (at least one)."""
+    return max(1, (host_cpus or os.cpu_count() or 1) // max(1, cpus_per_vm))
+
+
 def scenarios_for(out: Path, binary: Path, repeat: int, timeout: float, fragments: tuple[str, ...],
                   patches: tuple[Path, ...], full_config: Path | None = None,
                   vms: int | None = None) -> list[Scenario]:
-    """REPEAT runs of BINARY shared over as many VMs as the runner boots at once (default_vms:
-    two on two cores), each share a scenario with a VM of its own on the same kernel."""
-    cases = write_cases(out, binary, repeat, timeout, vms or runner.default_vms())
+    """REPEAT runs of BINARY shared over as many VMs as the host's cores hold without
+    oversubscribing them (a reproducer's timing is what it tests: two 2-vCPU guests on two
+    cores would each run at half speed, and pay a boot each), each share a scenario with a VM
+    of its own on the same kernel: one VM on 2 cores, four on 8."""
+    cases = write_cases(out, binary, repeat, timeout, vms or vms_for(VMShape().cpus))
     return [scenario_for(case, n, timeout, fragments, patches, full_config,
                          name=f"repro-{j + 1}" if len(cases) > 1 else "repro", own_vm=True)
             for j, (case, n) in enumerate(cases)]

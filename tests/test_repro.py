@@ -34,6 +34,11 @@ def test_the_generated_module_runs_each_run_and_ends_a_looping_one(tmp_path):
     assert "2 passed" in r.stdout
 
 
+def test_the_cores_decide_how_many_vms_share_the_runs():
+    assert [repro.vms_for(2, n) for n in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 32]
+    assert repro.vms_for(1, 2) == 2
+
+
 def test_runs_are_shared_over_the_vms_each_with_its_own_boot(tmp_path):
     assert [list(r) for r in repro.shares(5, 2)] == [[0, 1], [2, 3, 4]]
     assert [len(r) for r in repro.shares(20, 3)] == [6, 7, 7]
