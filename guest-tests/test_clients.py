@@ -11,6 +11,8 @@ watching the same keys. After each operation what keyctl printed must agree with
   with all of wqh's records; `watch_rm` ends it.
 """
 
+import dataclasses
+import json
 import os
 import re
 import select
@@ -206,6 +208,10 @@ class Watches:
         for _, proc, _ in self.clients.values():
             stop(proc)
 
+    def transcript(self):
+        return {client: {"lines": s.lines, "watch_id": WID[n]}
+                for n, (client, _, s) in self.clients.items()}
+
 
 class Session:
     """`keyctl watch_session LOG LOG FD sh` whose shell runs `keyctl watch_add|watch_rm FD KEY`
@@ -269,6 +275,9 @@ class Session:
         stop(self.proc)
         os.close(self.log.fd)
 
+    def transcript(self):
+        return {self.client: {"lines": self.log.lines, "watch_id": None}}
+
 
 class Keys:
     def __init__(self, r1, r2):
@@ -291,9 +300,22 @@ SCRIPT = [  # (operation, what it does, objects whose removal record wqh waits f
 ]
 
 
-def run(oracle, q, keys, last):
+def record(name, oracle, ops):
+    """The session as both readers saw it, for tests/data/clients/ (recorded output for the host's
+    unit tests): each client's lines, wqh's events per operation. Only where the agent says where."""
+    out = os.environ.get("WQH_GUEST_OUT")
+    if not out:
+        return
+    os.makedirs(os.path.join(out, "clients"), exist_ok=True)
+    with open(os.path.join(out, "clients", f"{name}.json"), "w") as fh:
+        json.dump({"kernel": os.uname().release, "clients": oracle.transcript(),
+                   "operations": [{"operation": op, "wqh": [dataclasses.asdict(e) for e in events]}
+                                  for op, events in ops]}, fh, indent=1)
+
+
+def run(oracle, q, keys, last, name):
     """The script and its last step, each operation compared; all disagreements."""
-    problems = []
+    problems, ops = [], []
     for step in SCRIPT + [last]:
         if step == "watch K":
             oracle.watch("K", keys.K)
@@ -313,7 +335,10 @@ def run(oracle, q, keys, last):
         if not events:
             problems.append(f"wqh read nothing for {op!r}: nothing to compare")
         problems += oracle.collect(op, events)
-    return problems + oracle.finish()
+        ops.append((op, events))
+    problems += oracle.finish()
+    record(name, oracle, ops)
+    return problems
 
 
 def test_keyctl_watch_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
@@ -323,7 +348,8 @@ def test_keyctl_watch_agrees_with_wqh(keyctl, new_queue, new_key, session_keyrin
     try:
         oracle.watch("R1", keys.R1)
         oracle.watch("R2", keys.R2)
-        problems = run(oracle, q, keys, ("KEYCTL_INVALIDATE R1", lambda k: uapi.invalidate(k.R1), ("R1",)))
+        problems = run(oracle, q, keys, ("KEYCTL_INVALIDATE R1", lambda k: uapi.invalidate(k.R1), ("R1",)),
+                       "keyctl-watch")
     finally:
         oracle.close()
     assert not problems, "\n".join(map(str, problems))
@@ -337,7 +363,7 @@ def test_keyctl_watch_session_agrees_with_wqh(keyctl, new_queue, new_key, sessio
         oracle.watch("R1", keys.R1)
         oracle.watch("R2", keys.R2)
         problems = run(oracle, q, keys, ("keyctl watch_rm R1 / KEYCTL_WATCH_KEY(R1, -1)",
-                                         lambda k: oracle.unwatch("R1", k.R1), ()))
+                                         lambda k: oracle.unwatch("R1", k.R1), ()), "keyctl-watch-session")
     finally:
         oracle.close()
     assert not problems, "\n".join(map(str, problems))

@@ -307,3 +307,54 @@ def test_a_field_the_client_does_not_show_is_not_compared():
     assert clients.compare("keyctl watch", "op", [Event(KEY, "updated", 5)], [wqh]) == []
     assert clients.compare("keyctl watch", "op", [Event(KEY, "updated", 5, 0)], [wqh]) != []
     assert clients.compare("keyctl watch", "op", [Event(REMOVAL, key_id=5)], [Event(LOSS, watch_id=0)]) != []
+
+
+# --- recorded in a guest: tests/data/clients/recorded/ ---------------------------------------
+# Written by guest-tests/test_clients.py (record()) on Debian's 6.1.192 under `wqh run`
+# (vm*/guest/clients/*.json): each client's lines as it printed them, wqh's events per
+# operation of the scripted session.
+
+RECORDED = DATA / "clients" / "recorded"
+
+
+def _recorded(name):
+    import json
+    d = json.loads((RECORDED / name).read_text())
+    ops = [(o["operation"], [clients.Event(**e) for e in o["wqh"]]) for o in d["operations"]]
+    return d, ops
+
+
+def _session_disagreements(d, ops, lines_of=lambda c, lines: lines):
+    """Each recorded client against wqh's events of the whole session (its watch id's only for a
+    `keyctl watch KEY`)."""
+    out = []
+    for client, rec in d["clients"].items():
+        kind = clients.KEYCTL_WATCH_SESSION if "watch_session" in client else clients.KEYCTL_WATCH
+        text = "\n".join(lines_of(client, list(rec["lines"])))
+        mine = [e for _, evs in ops for e in evs if rec["watch_id"] in (None, e.watch_id)]
+        got = clients.parse_keyctl(text, kind).events
+        out += clients.compare(client, "the scripted session", got, clients.visible(kind, mine))
+    return out
+
+
+@pytest.mark.parametrize("name", ["keyctl-watch.json", "keyctl-watch-session.json"])
+def test_recorded_clients_agree_with_wqh_on_the_whole_session(name):
+    d, ops = _recorded(name)
+    assert d["kernel"].startswith("6.1.") and len(ops) >= 10
+    assert sum(len(r["lines"]) for r in d["clients"].values()) >= 12
+    assert _session_disagreements(d, ops) == []
+
+
+@pytest.mark.parametrize("tamper, says", [
+    (lambda ls: [ls[0].replace(ls[0].split()[0], "12345", 1)] + ls[1:], "key=12345"),  # wrong id
+    (lambda ls: ls[1:], "read nothing"),  # an event missing
+    (lambda ls: [ls[0].replace(" link ", " unlk ", 1)] + ls[1:], "unlinked"),  # wrong subtype
+    (lambda ls: ls[:1] + ls, "wqh read nothing"),  # an event twice
+])
+def test_a_tampered_recording_is_a_disagreement_naming_client_and_readings(tamper, says):
+    d, ops = _recorded("keyctl-watch-session.json")
+    (client,) = d["clients"]
+    found = _session_disagreements(d, ops, lambda c, ls: tamper(ls))
+    assert found, "the tampered output went unnoticed"
+    text = "\n".join(map(str, found))
+    assert client in text and "the scripted session" in text and says in text, text

@@ -227,6 +227,8 @@ def main(argv):
     leaks = plan.get("kmemleak", False) and kmemleak.available(leakpath)
     import pytest
 
+    # Where a guest test may leave files for the host (the VM's guest/ artifacts directory).
+    os.environ["WQH_GUEST_OUT"] = outdir
     rec = Recorder(outdir, plan["tests"])
     rec.state["root"] = root_mount()
     rec.state["python"] = sys.executable
