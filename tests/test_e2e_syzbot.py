@@ -43,7 +43,7 @@ def _history(tmp_path) -> tuple:
     repo = tmp_path / tree.name
     subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(repo)], check=True)
     _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
+    _git(repo, "add", "-A", "-f")  # Debian's .gitignore ignores the whole top level
     _git(repo, "commit", "-q", "-m", "pristine Debian 6.1")
     good = _git(repo, "rev-parse", "HEAD")
     culprit = None
