@@ -98,14 +98,17 @@ def _full_config(tmp_path):
 
 
 def _fix_patch(tmp_path):
-    """c993ee0f9f: the diff from the tree with the bug back to the tree, made with diff -u."""
+    """c993ee0f9f: the diff from the tree with the bug back to the tree, made with diff -u over
+    every file the re-introduction touches."""
+    from harness import patches
+
     tree = source.resolve(None).path
-    rel = "kernel/watch_queue.c"
     for side in ("a", "b"):
-        (tmp_path / side / "kernel").mkdir(parents=True)
-        shutil.copy(tree / rel, tmp_path / side / rel)
+        for rel in patches.touched_files(PATCH):
+            (tmp_path / side / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tree / rel, tmp_path / side / rel)
     subprocess.run(["patch", "-p1", "-s", "-d", str(tmp_path / "a"), "-i", str(PATCH)], check=True)
-    d = subprocess.run(["diff", "-u", f"a/{rel}", f"b/{rel}"], cwd=tmp_path, capture_output=True, text=True)
+    d = subprocess.run(["diff", "-ruN", "a", "b"], cwd=tmp_path, capture_output=True, text=True)
     assert d.returncode == 1 and "+" in d.stdout
     fix = tmp_path / "c993ee0f9f-fix.patch"
     fix.write_text(d.stdout)
