@@ -624,7 +624,8 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
     keys = {p: key for key, ps in forms.items() for p in ps}
     if verify:  # the base tree has the bug put back, the fixed one the fix on top of it
         bug, fix = forms.get("--bug", ()), forms.get("--fix", ())
-        sets = [(bug, keys), (bug + fix, keys)]
+        sets = [(bug, {p: "--bug" for p in bug}),
+                (bug + fix, {**{p: "--bug" for p in bug}, **{p: "--fix" for p in fix}})]
     else:
         sets = [(ps, keys) for ps in forms.values()]
     if a.file is not None:

@@ -158,8 +158,9 @@ add("verify-fix-does-not-apply", K("verify", OKC, "--out", "{OUT}", "--kernel", 
 add("verify-fix-applied-twice", K("verify", OKC, "--out", "{OUT}", "--kernel", "{FAKE}", "--fix",
                                   GOOD_PATCH, "--fix", GOOD_PATCH, key="--fix", where="good.patch:"))
 add("verify-no-patch", K("verify", OKC, "--out", "{OUT}", key="--fix/--bug"))
-add("verify-both-patches", K("verify", OKC, "--out", "{OUT}", "--fix", GOOD_PATCH, "--bug", GOOD_PATCH,
-                             key="--fix/--bug"))
+# --bug and --fix together: the fix applies on top of the bug, so the same patch twice is refused.
+add("verify-fix-on-top-of-the-same-bug", K("verify", OKC, "--out", "{OUT}", "--kernel", "{FAKE}", "--fix",
+                                           GOOD_PATCH, "--bug", GOOD_PATCH, key="--fix", where="good.patch:"))
 
 REPROS = (("elf", "{B}/repro/elf.c", "elf.c:1"), ("syntax", "{B}/repro/syntax.c", "syntax.c:1"),
           ("latin1", "{B}/repro/latin1.c", "latin1.c:1"), ("empty", "{B}/repro/empty.c", "empty.c:1"),
