@@ -49,7 +49,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Protocol
 
-from harness.errors import EXIT_FAIL, InfraError, InputError, WqhError
+from harness.errors import EXIT_INPUT, InfraError, InputError, WqhError
 
 RUNS = 10
 FIRST_RUNS = 20
@@ -265,9 +265,11 @@ def error_probability(steps: list[Step]) -> tuple[float | None, float]:
 
 
 class EndpointError(WqhError):
-    """An endpoint did not test as the user said: nothing to bisect. Exit 1."""
+    """An endpoint did not test as the user said (a --good that crashes, a --bad that does not):
+    the input is wrong and there is nothing to bisect. Exit 3, as for any bad input, though
+    it takes the endpoint's build and runs to find out."""
 
-    exit_code = EXIT_FAIL
+    exit_code = EXIT_INPUT
 
 
 # --- git ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,8 @@ def main(a, scen) -> int:
     try:
         res = b.run()
     except bisect.EndpointError as e:
-        print(f"wqh: {e}")
-        return EXIT_FAIL
+        print(f"wqh: error: {e}", file=sys.stderr)
+        return e.exit_code
     text = res.report_text()
     print(text)
     (out / "bisect.txt").write_text(text)

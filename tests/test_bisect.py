@@ -265,7 +265,7 @@ def test_endpoint_that_does_not_crash_is_an_error_with_counts(tmp_path):
         run(repo, shas, FakeOracle(), tmp_path)
     msg = str(e.value)
     assert "bad endpoint" in msg and "0 of 20 valid runs crashed" in msg
-    assert e.value.exit_code == 1
+    assert e.value.exit_code == 3  # the endpoints do not bound the bug as the user said
 
 
 def test_good_endpoint_that_crashes_is_an_error(tmp_path):
@@ -274,6 +274,7 @@ def test_good_endpoint_that_crashes_is_an_error(tmp_path):
     with pytest.raises(bisect.EndpointError) as e:
         run(repo, shas, FakeOracle(), tmp_path, good=2)
     assert "good endpoint" in str(e.value) and "20 of 20 valid runs crashed" in str(e.value)
+    assert e.value.exit_code == 3  # the user's --good is wrong: an input error, found by testing it
 
 
 def test_endpoint_that_cannot_be_tested_is_infra(tmp_path):
