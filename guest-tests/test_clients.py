@@ -341,29 +341,27 @@ def run(oracle, q, keys, last, name):
     return problems
 
 
-def test_keyctl_watch_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
-    q = new_queue(size=64)
-    keys = Keys(session_keyring, new_key("wqh-clients-r2", ktype="keyring"))
-    oracle = Watches(keyctl, q)
+def agree(oracle, q, keys, last, name):
+    """Both keyrings watched by the client and by wqh, the script run: no disagreement."""
     try:
         oracle.watch("R1", keys.R1)
         oracle.watch("R2", keys.R2)
-        problems = run(oracle, q, keys, ("KEYCTL_INVALIDATE R1", lambda k: uapi.invalidate(k.R1), ("R1",)),
-                       "keyctl-watch")
+        problems = run(oracle, q, keys, last, name)
     finally:
         oracle.close()
     assert not problems, "\n".join(map(str, problems))
+
+
+def test_keyctl_watch_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
+    q = new_queue(size=64)
+    keys = Keys(session_keyring, new_key("wqh-clients-r2", ktype="keyring"))
+    agree(Watches(keyctl, q), q, keys, ("KEYCTL_INVALIDATE R1", lambda k: uapi.invalidate(k.R1), ("R1",)),
+          "keyctl-watch")
 
 
 def test_keyctl_watch_session_agrees_with_wqh(keyctl, new_queue, new_key, session_keyring):
     q = new_queue(size=64)
     keys = Keys(session_keyring, new_key("wqh-clients-r2", ktype="keyring"))
     oracle = Session(keyctl, q)
-    try:
-        oracle.watch("R1", keys.R1)
-        oracle.watch("R2", keys.R2)
-        problems = run(oracle, q, keys, ("keyctl watch_rm R1 / KEYCTL_WATCH_KEY(R1, -1)",
-                                         lambda k: oracle.unwatch("R1", k.R1), ()), "keyctl-watch-session")
-    finally:
-        oracle.close()
-    assert not problems, "\n".join(map(str, problems))
+    agree(oracle, q, keys, ("keyctl watch_rm R1 / KEYCTL_WATCH_KEY(R1, -1)",
+                            lambda k: oracle.unwatch("R1", k.R1), ()), "keyctl-watch-session")

@@ -143,24 +143,9 @@ def wall_edits(root: Path = WALL_PATCHES) -> dict[tuple[str, str, str], str]:
 def load_index(file: Path = INDEX) -> list[Mutant]:
     """The index, validated; every error of it reported together, each naming file:line and
     the key."""
-    from harness import validate
-
     hint = "give --index a mutant index like scenarios/mutants/index.yaml"
-    try:
-        root = yaml.compose(validate.read_text(file, "mutant index", key="--index", hint=hint))
-    except OSError as e:
-        raise InputError(f"cannot read the mutant index: {e.strerror}", file=str(file),
-                         key="--index", hint=hint) from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(file),
-                         line=mark.line + 1 if mark else 0,
-                         hint="fix the YAML syntax (indentation, quotes, colons)") from e
-    except RecursionError:
-        raise InputError("invalid YAML: nested too deeply", file=str(file), line=1) from None
+    root = scenario.compose_index(file, "mutant index", "mutants", hint)
     ctx = scenario._Ctx(file)
-    if root is None:
-        raise InputError("empty mutant index", file=str(file), line=1, hint="it needs 'mutants:'")
     top = ctx.mapping(root, "", {"mutants": ""})
     if "mutants" not in top:
         raise ctx.fail(root, "mutants", "missing key 'mutants'", hint="a list of mutants")

@@ -214,6 +214,28 @@ _TOP = {"name": "", "description": "", "kernel": "", "vm": "", "timeouts": "",
         "tests": "", "expect": "", "leak": ""}
 
 
+def compose_index(file: Path, what: str, top_key: str, hint: str) -> yaml.Node:
+    """The YAML node tree of an index file (the wall's, the mutants'), read and parsed with
+    every failure an InputError naming the file (and line) and the key --index."""
+    from harness import validate
+
+    try:
+        root = yaml.compose(validate.read_text(file, what, key="--index", hint=hint))
+    except OSError as e:
+        raise InputError(f"cannot read the {what}: {e.strerror}", file=str(file),
+                         key="--index", hint=hint) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(file),
+                         line=mark.line + 1 if mark else 0,
+                         hint="fix the YAML syntax (indentation, quotes, colons)") from e
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply", file=str(file), line=1) from None
+    if root is None:
+        raise InputError(f"empty {what}", file=str(file), line=1, hint=f"it needs '{top_key}:'")
+    return root
+
+
 def load(file: Path) -> Scenario:
     """One scenario, validated; every error of the file reported together (InputErrors)."""
     from harness import validate

@@ -60,21 +60,8 @@ def load_index(file: Path = INDEX) -> list[Bug]:
     from harness import validate
 
     hint = "give --index a bugs.yaml like scenarios/regressions/wall/bugs.yaml"
-    try:
-        root = yaml.compose(validate.read_text(file, "wall index", key="--index", hint=hint))
-    except OSError as e:
-        raise InputError(f"cannot read the wall index: {e.strerror}", file=str(file),
-                         key="--index", hint=hint) from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(file),
-                         line=mark.line + 1 if mark else 0,
-                         hint="fix the YAML syntax (indentation, quotes, colons)") from e
-    except RecursionError:
-        raise InputError("invalid YAML: nested too deeply", file=str(file), line=1) from None
+    root = scenario.compose_index(file, "wall index", "bugs", hint)
     ctx = scenario._Ctx(file)
-    if root is None:
-        raise InputError("empty wall index", file=str(file), line=1, hint="it needs 'bugs:'")
     top = ctx.mapping(root, "", {"bugs": ""})
     if "bugs" not in top:
         raise ctx.fail(root, "bugs", "missing key 'bugs'")
