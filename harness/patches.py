@@ -252,10 +252,12 @@ def materialize(base: KernelSource, patches: tuple[Path, ...]) -> KernelSource:
             _restore(base.path, slot, rel)
         touched: list[str] = []
         for p in patches:
-            files = touched_files(p)
-            touched += files
-            for rel in files:  # a private inode before patch sees the file
-                _restore(base.path, slot, rel)
+            # A private inode before patch sees the file: once, when the series first touches
+            # it (a later patch of the series applies on top of the earlier ones' changes).
+            for rel in touched_files(p):
+                if rel not in touched:
+                    _restore(base.path, slot, rel)
+                    touched.append(rel)
             r = _patch(slot, p)
             if r.returncode != 0:
                 for rel in touched:

@@ -49,6 +49,20 @@ def test_variant_applies_switches_and_leaves_base_alone(base, tmp_path, tmp_cach
     assert (v0.path / "kernel" / "pipe.c").read_text() == "pipe fixed\n"
 
 
+def test_patches_of_one_file_stack_in_order(base, tmp_path, tmp_cache):
+    """A bug and then its fix on the same file (`verify --bug B --fix F`): the fix applies to the
+    tree with the bug, so the variant is the base again, and the base is untouched."""
+    bug = diff(tmp_path, "bug.patch", "fixed", "buggy")
+    fix = diff(tmp_path, "fix.patch", "buggy", "fixed")
+    patches.check_applies(patches.tree_reader(base), (bug, fix), "the base")
+    v = patches.materialize(base, (bug,))
+    assert (v.path / "kernel" / "watch_queue.c").read_text() == "buggy\n"
+    v = patches.materialize(base, (bug, fix))
+    assert (v.path / "kernel" / "watch_queue.c").read_text() == "fixed\n"
+    assert v.identity != base.identity
+    assert (base.path / "kernel" / "watch_queue.c").read_text() == "fixed\n"
+
+
 def test_a_patch_that_does_not_apply_is_an_input_error(base, tmp_path, tmp_cache):
     bad = diff(tmp_path, "bad.patch", "no such line", "x")
     with pytest.raises(InputError, match="does not apply"):
