@@ -621,13 +621,10 @@ def _check_repro(a, patch_sets, verify: bool = False) -> None:
                 a.config_file = a.syzbot.config
     _kernel_config(probs, a, a.config, "--config")
     forms = {key: _patch_forms(probs, paths, key) for key, paths in patch_sets}
-    keys = {p: key for key, ps in forms.items() for p in ps}
     if verify:  # the base tree has the bug put back, the fixed one the fix on top of it
-        bug, fix = forms.get("--bug", ()), forms.get("--fix", ())
-        sets = [(bug, {p: "--bug" for p in bug}),
-                (bug + fix, {**{p: "--bug" for p in bug}, **{p: "--fix" for p in fix}})]
+        sets = repro.verify_chains(forms.get("--bug", ()), forms.get("--fix", ()))
     else:
-        sets = [(ps, keys) for ps in forms.values()]
+        sets = [(ps, {p: key for p in ps}) for key, ps in forms.items()]
     if a.file is not None:
         with probs.check():
             validate.reproducer(a.file)

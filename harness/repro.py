@@ -350,6 +350,13 @@ def statement(base: Outcome, fixed: Outcome) -> tuple[str, bool]:
             f"fix, not chance, made the difference"), True
 
 
+def verify_chains(bug: tuple[Path, ...], fix: tuple[Path, ...]) -> list[tuple[tuple[Path, ...], dict]]:
+    """The two patch series of `wqh verify`, each with the option that named each patch: the
+    base tree (the bug put back), the fixed one (the fix on top of it)."""
+    return [(bug, {p: "--bug" for p in bug}),
+            (bug + fix, {**{p: "--bug" for p in bug}, **{p: "--fix" for p in fix}})]
+
+
 def verify(a) -> int:
     """`wqh verify FILE.c --fix P` (base = tree, fixed = tree + P), `--bug B` (base = tree + B,
     fixed = tree) or both (base = tree + B, fixed = tree + B + P: a fix checked on a tree that
@@ -365,9 +372,8 @@ def verify(a) -> int:
     # unpacked: the validation phase checked them where the tree was at hand). With both
     # options the fix applies on top of the bug.
     src = source.resolve(a.kernel)
-    keys = {**{p: "--bug" for p in bug}, **{p: "--fix" for p in fix}}
-    patches.check_applies(patches.tree_reader(src), bug, src.identity, keys)
-    patches.check_applies(patches.tree_reader(src), bug + fix, src.identity, keys)
+    for chain, keys in verify_chains(bug, fix):
+        patches.check_applies(patches.tree_reader(src), chain, src.identity, keys)
     final = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(final) as out:
         with tempfile.TemporaryDirectory() as d:
