@@ -11,7 +11,9 @@
 - boot to first test of every sanitizer profile whose kernel is built (smoke test on it);
 - the whole default run (`wqh run`, every scenario of scenarios/), warm, against the same
   run one VM at a time; cold (from an empty cache, building every kernel) with --cold-run;
-- `wqh parse` throughput on a ~100 MB log of real console logs.
+- `wqh parse` throughput on a ~100 MB log of real console logs;
+- with --versions A --versions B: only the cold build of the default config on each source
+  (e.g. debian:6.1 and debian:6.12), each against the first.
 Figures go to DIR/bench.json: {name, value, unit, baseline, ratio, target}.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -82,6 +85,40 @@ def _cold_build_ours(src: source.KernelSource, work: Path, log) -> tuple[float, 
     if rc != 0:
         raise RuntimeError(f"cold build of our config failed (exit {rc})")
     return wall, cpu
+
+
+def _version_label(src: source.KernelSource, spec: str) -> str:
+    """The name a --versions figure carries: the series of debian:X.Y, else the tree's make
+    kernelversion (the Makefile's VERSION.PATCHLEVEL.SUBLEVEL), else the spec."""
+    if spec.startswith(source.DEBIAN_PREFIX):
+        return spec[len(source.DEBIAN_PREFIX):]
+    try:
+        mk = (src.path / "Makefile").read_text(errors="replace")[:2000]
+        got = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL) = (\d+)", mk, re.M))
+        return f"{got['VERSION']}.{got['PATCHLEVEL']}.{got.get('SUBLEVEL', '0')}"
+    except (OSError, KeyError):
+        return spec
+
+
+def _cold_versions(a, out: Path, log, add) -> None:
+    """The default config built cold (no ccache, a private O= directory) on each --versions
+    source in turn, one after the other on this machine: wall and CPU per version, each
+    against the first's (the same run's baseline)."""
+    base: tuple[str, float, float] | None = None
+    for spec in a.versions:
+        src = source.resolve(spec)
+        label = _version_label(src, spec)
+        work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
+        try:
+            print(f"bench: cold build of wqh's default config on {spec} ({label}, no ccache)...",
+                  flush=True)
+            wall, cpu = _cold_build_ours(src, work, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if base is None:
+            base = (label, wall, cpu)
+        add(Figure(f"cold_build_wall_{label}", wall, "s", base[1], f"{base[0]}'s", wall / base[1]))
+        add(Figure(f"cold_build_cpu_{label}", cpu, "s", base[2], f"{base[0]}'s", cpu / base[2]))
 
 
 def _cold_build_vng(src: source.KernelSource, work: Path, log) -> tuple[float, float]:
@@ -332,6 +369,9 @@ def main(a) -> int:
         print(f"bench: wrote {out / 'bench.json'}")
         return 0
 
+    if a.versions:
+        _cold_versions(a, out, log, add)
+        return finish()
     if not a.skip_cold and not a.boots_only:
         work = Path(tempfile.mkdtemp(prefix="wqh-bench-", dir=str(build.cache_dir())))
         try:

@@ -253,6 +253,10 @@ def make_parser() -> argparse.ArgumentParser:
                     help="only the log parser's throughput (a 100 MB log of real consoles; and a dense one)")
     be.add_argument("--samples", type=_positive, default=3, metavar="N",
                     help="boots measured per boot figure; the median is reported (default 3)")
+    be.add_argument("--versions", action="append", metavar="KERNEL",
+                    help="only the cold build (no ccache) of wqh's default config on each of these "
+                         "sources, side by side: repeat it, e.g. --versions debian:6.1 --versions "
+                         "debian:6.12; the first is the baseline")
 
     pa = sub.add_parser("parse",
                         help="find, title and attribute the kernel reports of a saved console log")
@@ -732,6 +736,8 @@ def cmd_bench(a) -> int:
 
     probs = Problems()
     _common(probs, a)
+    if a.versions:
+        validate.kernel_specs(probs, a.versions, key="--versions")
     probs.raise_if_any()
     return bench.main(a)
 

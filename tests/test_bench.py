@@ -43,3 +43,40 @@ def test_a_figure_reports_the_median_and_the_spread_of_its_samples():
     f = Figure("boot", median([10.4, 9.1, 9.7]), "s", 9.0, "bare", 9.7 / 9.0, samples=[10.4, 9.1, 9.7])
     assert "9.70 s" in f.line() and "(median of 3: 9.10-10.40)" in f.line()
     assert "median" not in Figure("one", 1.0, "s", samples=[1.0]).line()
+
+
+def test_a_version_figure_is_named_by_the_series_or_the_trees_makefile(tmp_path):
+    tree = fake_tree(tmp_path / "linux")
+    (tree / "Makefile").write_text("# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n")
+    src = source.KernelSource(tree, f"path:{tree}", "path", immutable=False)
+    assert bench._version_label(src, "debian:6.12") == "6.12"
+    assert bench._version_label(src, str(tree)) == "6.12.118"
+    (tree / "Makefile").write_text("all:\n")
+    assert bench._version_label(src, str(tree)) == str(tree)  # no version lines: the spec
+
+
+def test_cold_versions_build_each_source_and_compare_with_the_first(tmp_path, monkeypatch):
+    """Each --versions source is built in its own fresh directory, removed after; the figures
+    carry the first's wall and CPU as baseline."""
+    monkeypatch.setenv("WQH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    trees = {spec: fake_tree(tmp_path / spec.replace(":", "-")) for spec in ("debian:6.1", "debian:6.12")}
+    monkeypatch.setattr(bench.source, "resolve",
+                        lambda spec: source.KernelSource(trees[spec], spec, "debian", immutable=True))
+    costs = {trees["debian:6.1"]: (600.0, 1100.0), trees["debian:6.12"]: (900.0, 1760.0)}
+    dirs = []
+
+    def fake_build(src, work, log):
+        dirs.append(work)
+        assert work.is_dir() and work.is_relative_to(tmp_path / "cache")
+        return costs[src.path]
+    monkeypatch.setattr(bench, "_cold_build_ours", fake_build)
+    figs = []
+
+    class A:
+        versions = ["debian:6.1", "debian:6.12"]
+    bench._cold_versions(A, tmp_path, None, figs.append)
+    got = {f.name: (f.value, f.baseline, round(f.ratio, 3)) for f in figs}
+    assert got == {"cold_build_wall_6.1": (600.0, 600.0, 1.0), "cold_build_cpu_6.1": (1100.0, 1100.0, 1.0),
+                   "cold_build_wall_6.12": (900.0, 600.0, 1.5), "cold_build_cpu_6.12": (1760.0, 1100.0, 1.6)}
+    assert len(dirs) == 2 and not any(d.exists() for d in dirs)
