@@ -207,6 +207,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="print the mutants with file:line and edit, and exit (builds nothing)")
     mu.add_argument("--resume", action="store_true",
                     help="keep the verdicts of the mutate.json in --out; run only the others")
+    mu.add_argument("--keep-builds", action="store_true",
+                    help="keep every mutant's build directory (default: removed once its verdict "
+                         "is in, but for the newest of each config, the next one's seed)")
 
     bi = sub.add_parser("bisect", help="the commit that introduced (or --fix: fixed) a bug, "
                                        "flaky-aware, with a reproducer, a report or a scenario")
