@@ -11,6 +11,10 @@ not build: counted apart, not in the score), survived (everything as expected), 
 run could not tell: an infra error; not counted), equivalent (the index says why no test can
 see it: not run). Score = killed / (killed + survived). The unmutated tree runs the same
 scenarios in the same run: a test that is not as expected there proves nothing on a mutant.
+
+Mutants run one at a time, each verdict written as it comes in. A variant's build directory
+(185-500 MB) is removed once its verdict is in, but for the newest of each config: the next
+mutant's build is seeded from it (--keep-builds keeps them all).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +35,7 @@ import yaml
 from harness import results, runner, scenario
 from harness.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, InfraError, InputError, Problems
 from harness.guest.protocol import KMEMLEAK_ID
-from harness.paths import REPO, SCENARIOS
+from harness.paths import REPO, SCENARIOS, cache_dir
 
 INDEX = SCENARIOS / "mutants" / "index.yaml"
 WALL_PATCHES = SCENARIOS / "regressions" / "patches"
@@ -450,11 +455,13 @@ def noisy_tests(rs: list[results.TestResult]) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def judge(mutants: list[Mutant], rs: list[results.TestResult], kernels: dict, run_dir: str) -> None:
+def judge(mutants: list[Mutant], rs: list[results.TestResult], kernels: dict, run_dir: str,
+          noisy: dict[str, frozenset[str]]) -> None:
+    """Verdicts of MUTANTS from their variants' results RS; NOISY: noisy_tests() of the
+    unmutated tree's run."""
     by: dict[str, list[results.TestResult]] = {}
     for r in rs:
         by.setdefault(r.scenario, []).append(r)
-    noisy = noisy_tests(rs)
     build_s = {k.get("identity"): k.get("build_wall_s") for k in kernels.values()}
     for m in mutants:
         mine = by.get(variant_name(m), [])
@@ -465,6 +472,56 @@ def judge(mutants: list[Mutant], rs: list[results.TestResult], kernels: dict, ru
         durs = [r.duration_s for r in mine if r.duration_s is not None]
         m.run_s = round(sum(durs), 1) if durs else None
         m.artifacts = run_dir
+
+
+# --- build directories --------------------------------------------------------------------
+
+MARK = ".wqh-mutant"  # in a mutant's build directory, once its verdict is in: the mutant's id
+
+
+def mutant_builds(patch: Path) -> list[Path]:
+    """The build directories of the variant made of PATCH alone, on any tree and config."""
+    from harness import build, patches
+
+    suffix = "+patches:" + patches.patch_hashes((patch,))[0]
+    found = []
+    for meta in sorted((cache_dir() / "variants").glob(f"*/builds/*/{build.SOURCE_META}")):
+        try:
+            identity = json.loads(meta.read_text()).get("identity", "")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(identity, str) and identity.endswith(suffix):
+            found.append(meta.parent)
+    return found
+
+
+def _config(d: Path) -> str:
+    from harness import build
+
+    try:
+        return str(json.loads((d / build.SOURCE_META).read_text()).get("config", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def prune(patch: Path, mid: str) -> list[Path]:
+    """Once a mutant's verdict is in: mark its build directories (MARK), then remove every
+    marked one but the newest finished build of each config, the seed of the next mutant's
+    incremental build (a failed build is no seed). Returns what was removed."""
+    from harness import build
+
+    removed = []
+    for d in mutant_builds(patch):
+        (d / MARK).write_text(mid + "\n")
+        config = _config(d)
+        same = [x for x in d.parent.iterdir() if (x / MARK).is_file() and _config(x) == config]
+        finished = [x for x in same if (x / build.STAMP).is_file()]
+        seed = max(finished, key=lambda x: (x / MARK).stat().st_mtime_ns, default=None)
+        for x in same:
+            if x != seed:
+                shutil.rmtree(x, ignore_errors=True)
+                removed.append(x)
+    return removed
 
 
 # --- the report --------------------------------------------------------------------------
@@ -628,29 +685,41 @@ def _mutate(plan: Plan, a, stage: Path, started: float) -> str:
             patches[m.id] = write_patch(m, plan.read(m.file), stage / "patches")
     if todo:
         run_dir = time.strftime("run-%Y%m%d-%H%M%S")
-        # The unmutated tree first (its kernel is usually built already), then the mutants
-        # grouped by scenario: neighbouring builds share a config.
-        scs = [dataclasses.replace(s, name=f"{name}~{BASE}") for name, s in plan.scenarios.items()
-               if any(m.scenario == name for m in todo)]
-        for m in sorted(todo, key=lambda m: m.scenario):
-            s = plan.scenarios[m.scenario]
-            scs.append(dataclasses.replace(s, name=variant_name(m), kernel=scenario.KernelSpec(
-                s.kernel.fragments, (patches[m.id],), s.kernel.config)))
-        opts = runner.RunOptions(kernel=a.kernel, out=stage / run_dir, accel=a.accel, jobs=a.jobs)
+
+        def opts(part: str) -> runner.RunOptions:
+            return runner.RunOptions(kernel=a.kernel, out=stage / run_dir / part, accel=a.accel,
+                                     jobs=a.jobs)
+
+        # The unmutated tree first (its kernel is usually built already): a test not as
+        # expected there proves nothing on a mutant.
+        base = [dataclasses.replace(s, name=f"{name}~{BASE}") for name, s in plan.scenarios.items()
+                if any(m.scenario == name for m in todo)]
         try:
-            summary = runner.run(scs, opts)
+            summary = runner.run(base, opts(BASE))
         except BaseException:
-            # What the run decided before it stopped: those verdicts stand (--resume keeps them).
-            done = stage / run_dir / "results.json"
-            if done.exists():
-                doc = json.loads(done.read_text())
-                judge(todo, [results.TestResult.from_json(t) for t in doc.get("tests", [])],
-                      doc.get("kernels", {}), run_dir)
-                write(plan, a, stage, started)
+            write(plan, a, stage, started)
             raise
-        judge(todo, summary.results, summary.kernels, run_dir)
-        plan.noisy = {k: sorted(v) for k, v in sorted(noisy_tests(summary.results).items())}
+        noisy = noisy_tests(summary.results)
+        plan.noisy = {k: sorted(v) for k, v in sorted(noisy.items())}
         for name, tests in plan.noisy.items():
             print(f"wqh: not as expected on the unmutated tree too, not counted against mutants: "
                   f"{name}: {', '.join(t.split('/')[-1] for t in tests)}", flush=True)
+        # Then one mutant at a time, grouped by scenario (each build is seeded from the one
+        # before, of the same config): its verdict is written as soon as it is in, and its
+        # build directory goes once the next one of its config no longer needs it as a seed.
+        for n, m in enumerate(sorted(todo, key=lambda m: m.scenario), 1):
+            s = plan.scenarios[m.scenario]
+            variant = dataclasses.replace(s, name=variant_name(m), kernel=scenario.KernelSpec(
+                s.kernel.fragments, (patches[m.id],), s.kernel.config))
+            try:
+                summary = runner.run([variant], opts(m.id))
+            except BaseException:
+                write(plan, a, stage, started)  # the verdicts so far stand (--resume keeps them)
+                raise
+            judge([m], summary.results, summary.kernels, f"{run_dir}/{m.id}", noisy)
+            write(plan, a, stage, started)
+            print(f"wqh: mutant {n}/{len(todo)} {m.id}: {m.verdict}", flush=True)
+            if not a.keep_builds:
+                for d in prune(patches[m.id], m.id):
+                    print(f"wqh: removed the build directory {d}", flush=True)
     return write(plan, a, stage, started)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import mutate, patches, results, source
+from harness import build, mutate, patches, results, source
 from harness.errors import InputError
-from harness.paths import SCENARIOS
+from harness.paths import SCENARIOS, cache_dir
 from harness.report import Report
 from harness.results import TestResult
 
@@ -233,7 +233,7 @@ def test_judge_maps_results_builds_and_times_to_each_mutant():
           _r(T1, "fail", dur=2.0), _r(T2, "pass", dur=0.5),
           _r(T1, "pass", scen="functional~m2", kernel="k2"), _r(T2, "pass", scen="functional~m2", kernel="k2")]
     kernels = {"aaa": {"identity": "k1", "build_wall_s": 61.24}, "bbb": {"identity": "k2", "build_wall_s": 0.0}}
-    mutate.judge([a, b], rs, kernels, "run-1")
+    mutate.judge([a, b], rs, kernels, "run-1", mutate.noisy_tests(rs))
     assert (a.verdict, a.build_s, a.run_s, a.artifacts) == (mutate.KILLED, 61.2, 2.5, "run-1")
     assert (b.verdict, b.killers, b.build_s, b.run_s) == (mutate.SURVIVED, [], 0.0, 2.0)
 
@@ -281,13 +281,25 @@ def test_exit_code_survivors_1_unknown_2_all_killed_0():
 
 def _args(**kw):
     d = dict(index=None, only=[], kind=None, kernel=None, list=False, resume=False, out=None,
-             accel="tcg", jobs=None)
+             accel="tcg", jobs=None, keep_builds=False)
     d.update(kw)
     return argparse.Namespace(**d)
 
 
+def _fake_build(name: str, patch: Path, config: str = "c1", finished: bool = True) -> Path:
+    """A variant build directory in the cache, as build.py leaves one for PATCH."""
+    d = cache_dir() / "variants" / "linux-x" / "builds" / name
+    d.mkdir(parents=True, exist_ok=True)  # there already: a build reused
+    (d / build.SOURCE_META).write_text(json.dumps({
+        "path": "/x", "identity": "t+patches:" + patches.patch_hashes((patch,))[0], "config": config}))
+    if finished:
+        (d / build.STAMP).write_text("k\n")
+    return d
+
+
 def _fake_runner(monkeypatch, outcome_of):
-    """runner.run replaced: each scenario's tests get outcome_of(scenario name, test id)."""
+    """runner.run replaced: each scenario's tests get outcome_of(scenario name, test id); a
+    mutant's variant leaves its build directory in the cache."""
     from harness import runner
 
     calls = []
@@ -299,6 +311,7 @@ def _fake_runner(monkeypatch, outcome_of):
                 (p,) = s.kernel.patches
                 assert p.is_file() and p.parent.name == "patches"
                 assert s.kernel.fragments == ("watch-queue",)
+                _fake_build(s.name, p)
         rs = [TestResult(s.name, t.id, "k-" + s.name, outcome_of(s.name, t.id), duration_s=0.1)
               for s in scs for t in s.tests[:3]]
         kernels = {s.name: {"identity": "k-" + s.name, "build_wall_s": 50.0} for s in scs}
@@ -314,19 +327,21 @@ TWO = (ONE + '  - id: m2\n    file: kernel/watch_queue.c\n    find: "\\tbuf->fla
        '    replace: "\\treturn false;"\n    kind: inverted-logic\n    equivalent: a reason\n')
 
 
-def test_a_run_writes_the_table_json_and_patches_and_exits_1_on_a_survivor(tmp_path, tree, monkeypatch, capsys):
+def test_a_run_writes_the_table_json_and_patches_and_exits_1_on_a_survivor(tmp_path, tree, monkeypatch, capsys,
+                                                                           tmp_cache):
     f = _index(tmp_path, TWO)
     calls = _fake_runner(monkeypatch, lambda scen, t: "fail" if scen == "functional~m1" else "pass")
     a = _args(index=f, kernel=str(tree), out=tmp_path / "out")
     plan = mutate.check(a)
     assert mutate.main(a, plan) == 1
-    assert calls == [["functional~base", "functional~m1", "functional~m2"]]  # m3 is not run
+    # The unmutated tree, then one mutant at a time; m3 is not run.
+    assert calls == [["functional~base"], ["functional~m1"], ["functional~m2"]]
     out = tmp_path / "out"
     doc = json.loads((out / "mutate.json").read_text())
     by = {m["id"]: m for m in doc["mutants"]}
     assert by["m1"]["verdict"] == "killed" and by["m2"]["verdict"] == "survived"
     assert by["m3"]["verdict"] == "equivalent" and by["m3"]["note"] == "a reason"
-    assert by["m1"]["build_s"] == 50.0 and by["m1"]["artifacts"].startswith("run-")
+    assert by["m1"]["build_s"] == 50.0 and re.fullmatch(r"run-[0-9-]+/m1", by["m1"]["artifacts"])
     assert doc["score"]["score"] == 0.5 and doc["exit_code"] == 1
     assert doc["unmutated_not_as_expected"] == {}
     assert sorted(p.name for p in (out / "patches").iterdir()) == ["m1.patch", "m2.patch"]
@@ -337,7 +352,7 @@ def test_a_run_writes_the_table_json_and_patches_and_exits_1_on_a_survivor(tmp_p
     assert (tree / "kernel" / "watch_queue.c").read_text() == WQ
 
 
-def test_a_test_failing_on_the_unmutated_tree_is_named_and_kills_no_mutant(tmp_path, tree, monkeypatch):
+def test_a_test_failing_on_the_unmutated_tree_is_named_and_kills_no_mutant(tmp_path, tree, monkeypatch, tmp_cache):
     f = _index(tmp_path, ONE)
     first = "guest-tests/test_smoke.py::test_key_update_gives_one_record"
     _fake_runner(monkeypatch, lambda scen, t: "fail" if t == first else "pass")
@@ -348,7 +363,7 @@ def test_a_test_failing_on_the_unmutated_tree_is_named_and_kills_no_mutant(tmp_p
     assert doc["mutants"][0]["verdict"] == "survived"
 
 
-def test_resume_runs_only_what_has_no_verdict_yet(tmp_path, tree, monkeypatch):
+def test_resume_runs_only_what_has_no_verdict_yet(tmp_path, tree, monkeypatch, tmp_cache):
     f = _index(tmp_path, TWO)
     out = tmp_path / "out"
     _fake_runner(monkeypatch, lambda scen, t: {"functional~m1": "fail"}.get(scen, "infra-error"))
@@ -357,7 +372,7 @@ def test_resume_runs_only_what_has_no_verdict_yet(tmp_path, tree, monkeypatch):
     calls = _fake_runner(monkeypatch, lambda scen, t: "pass")
     a = _args(index=f, kernel=str(tree), out=out, resume=True)
     assert mutate.main(a, mutate.check(a)) == 1
-    assert calls == [["functional~base", "functional~m2"]]
+    assert calls == [["functional~base"], ["functional~m2"]]
     by = {m["id"]: m for m in json.loads((out / "mutate.json").read_text())["mutants"]}
     assert by["m1"]["verdict"] == "killed" and by["m2"]["verdict"] == "survived"
     assert {p.name for p in (out / "patches").iterdir()} == {"m1.patch", "m2.patch"}
@@ -367,6 +382,48 @@ def test_resume_runs_only_what_has_no_verdict_yet(tmp_path, tree, monkeypatch):
     with pytest.raises(InputError) as e:
         mutate.check(_args(index=f, kernel=str(tree / "kernel") + "/..", out=out, resume=True))
     assert "the earlier run was on --kernel" in str(e.value)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_mutants_build_directory_goes_once_the_next_one_is_judged(tmp_path, tree, monkeypatch,
+                                                                    tmp_cache, capsys, keep):
+    f = _index(tmp_path, TWO)
+    _fake_runner(monkeypatch, lambda scen, t: "pass")
+    a = _args(index=f, kernel=str(tree), out=tmp_path / "out", keep_builds=keep)
+    assert mutate.main(a, mutate.check(a)) == 1
+    builds = tmp_cache / "variants" / "linux-x" / "builds"
+    left = sorted(d.name for d in builds.iterdir())
+    printed = capsys.readouterr().out
+    if keep:
+        assert left == ["functional~m1", "functional~m2"]
+        assert not list(builds.glob(f"*/{mutate.MARK}")) and "removed the build" not in printed
+    else:
+        # m2's build stays: the seed of the next mutant's incremental build.
+        assert left == ["functional~m2"]
+        assert (builds / "functional~m2" / mutate.MARK).read_text() == "m2\n"
+        assert f"wqh: removed the build directory {builds / 'functional~m1'}" in printed
+    assert "wqh: mutant 1/2 m1: survived" in printed and "wqh: mutant 2/2 m2: survived" in printed
+
+
+def test_prune_keeps_the_newest_finished_mutant_build_of_each_config_and_nothing_else(tmp_path, tmp_cache):
+    def patch(name):
+        p = tmp_path / f"{name}.patch"
+        p.write_text(f"a mutant {name}\n")
+        return p
+
+    a, b, c, k, w = (patch(x) for x in "abckw")
+    old = _fake_build("a", a)
+    other = _fake_build("k", k, config="c2")  # another scenario's config: its own seed
+    wall = _fake_build("w", w)  # a variant no mutant made (the wall's): never touched
+    assert mutate.prune(a, "a") == [] and (old / mutate.MARK).is_file()
+    assert mutate.prune(k, "k") == [] and (other / mutate.MARK).is_file()
+    failed = _fake_build("b", b, finished=False)
+    assert mutate.prune(b, "b") == [failed]  # a failed build seeds nothing; a's stays the seed
+    new = _fake_build("c", c)
+    assert mutate.mutant_builds(c) == [new]
+    assert mutate.prune(c, "c") == [old]
+    assert sorted(d.name for d in new.parent.iterdir()) == ["c", "k", "w"]
+    assert not (wall / mutate.MARK).exists()
 
 
 def test_only_and_kind_select_and_unknown_ones_are_input_errors(tmp_path, tree):
@@ -416,7 +473,7 @@ def test_mutate_is_a_subcommand(wqh_cmd):
     r = subprocess.run(wqh_cmd + ["mutate", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
     for opt in ("--index", "--only", "--kind", "--kernel", "--out", "--accel", "--jobs", "--list",
-                "--resume"):
+                "--resume", "--keep-builds"):
         assert opt in r.stdout
 
 
@@ -521,5 +578,9 @@ def test_two_mutants_for_real(tmp_path):
     assert "mutation score: 1/1 killed (100%)" in r.stdout
     assert sorted(p.name for p in (out / "patches").iterdir()) == ["wq-info-id-missing.patch"]
     run = next(out.glob("run-*"))
-    scen = {t["scenario"] for t in json.loads((run / "results.json").read_text())["tests"]}
+    scen = {t["scenario"] for part in ("base", "wq-info-id-missing")
+            for t in json.loads((run / part / "results.json").read_text())["tests"]}
     assert scen == {"functional~base", "functional~wq-info-id-missing"}
+    # Its build directory stays, marked: the seed of the next mutant's build.
+    (d,) = mutate.mutant_builds(out / "patches" / "wq-info-id-missing.patch")
+    assert (d / mutate.MARK).read_text() == "wq-info-id-missing\n"
