@@ -193,6 +193,25 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
     w.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
 
+    st = sub.add_parser("stress", help="race stress of the queue for a set time on 1, 2, 4 vCPUs: "
+                                        "each kernel report known or new, reports per CPU-hour")
+    _kernel_opts(st)
+    st.add_argument("--seconds", type=float, default=60.0,
+                    help="seconds of stress per vCPU count (default 60)")
+    st.add_argument("--cpus", default="1,2,4", metavar="N,N,...",
+                    help="vCPU counts, one VM each, one at a time (default 1,2,4)")
+    st.add_argument("--profile", choices=("sanitizers", "kcsan"), default="sanitizers",
+                    help="sanitizers: the sanitizer kernel (KASAN, kmemleak, lockdep, fault "
+                         "injection); kcsan: the wall's KCSAN kernel (default sanitizers)")
+    st.add_argument("--seed", type=int, help="the operations' seed (default: a random one, printed)")
+    st.add_argument("--patch", type=Path, action="append", default=[],
+                    help="apply this patch to a private variant of the tree (repeatable), e.g. "
+                         "a bug of scenarios/regressions/patches/ put back")
+    st.add_argument("--known", type=Path, metavar="FILE",
+                    help="the known reports (default: scenarios/stress/known.yaml)")
+    st.add_argument("--out", type=Path, help="artifacts directory (default: ./wqh-results/<time>)")
+    st.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+
     mu = sub.add_parser("mutate", help="the suite's mutation score: one-line kernel mutants, each "
                                        "built as a variant and run with its scenario")
     _kernel_opts(mu)
@@ -722,6 +741,23 @@ def cmd_wall(a) -> int:
     return wall.main(a)
 
 
+def cmd_stress(a) -> int:
+    from harness import stress
+
+    probs = Problems()
+    _common(probs, a)
+    known = []
+    with probs.check():
+        known = stress.check(a)
+    pl = _patch_forms(probs, a.patch, "--patch")
+    _patches_apply(probs, a.kernel, [(pl, {p: "--patch" for p in pl})])
+    with probs.check():
+        validate.symbols_defined(probs, a.kernel, _fragments(list(stress.PROFILES[a.profile]))
+                                 if not probs else ())
+    probs.raise_if_any()
+    return stress.main(a, known)
+
+
 def cmd_mutate(a) -> int:
     from harness import mutate
 
@@ -818,7 +854,7 @@ COMMANDS = {"run": cmd_run, "merge": cmd_merge, "gate": cmd_gate, "export": cmd_
             "bisect": cmd_bisect, "build": cmd_build, "shell": cmd_shell, "list": cmd_list,
             "doctor": cmd_doctor, "bench": cmd_bench,
             "repro": cmd_repro, "verify": cmd_verify, "parse": cmd_parse, "wall": cmd_wall,
-            "mutate": cmd_mutate}
+            "mutate": cmd_mutate, "stress": cmd_stress}
 
 
 def main(argv: list[str] | None = None) -> int:
