@@ -67,6 +67,17 @@ def test_capacity_is_32_per_page_then_one_loss(new_queue, new_key, notes):
     assert _errno(os.read, q.r, 16384) == errno.EAGAIN
 
 
+@pytest.mark.parametrize("notes", [64, 512])
+def test_the_notes_of_every_page_are_reused(new_queue, new_key, notes):
+    # A record read gives its note back to its own page's share of the pool (page->index):
+    # the full capacity is there again on every round, not only the first page's 32.
+    q = new_queue(size=notes)
+    src = Source(q, new_key)
+    for _ in range(2):
+        src.updates(notes)
+        assert q.drain() == [src.updated()] * notes
+
+
 def test_several_losses_between_reads_give_one_loss_record(new_queue, new_key):
     q = new_queue(size=32)
     src = Source(q, new_key)

@@ -1,9 +1,13 @@
 """read() and poll() on a notification pipe: record layout, whole records, EOF (watch_queue.md §1.3)."""
 
 import errno
+import fcntl
 import os
 import select
+import signal
 import struct
+import threading
+import time
 
 import pytest
 
@@ -130,3 +134,68 @@ def test_poll_on_the_write_end_reports_pollout_though_writes_fail(new_queue):
     q = new_queue(size=32)
     assert _revents(q.w) == select.POLLOUT | select.POLLWRNORM
     assert _errno(os.write, q.w, b"x") == errno.EXDEV
+
+
+def _blocked_in_read(tid, fd):
+    """Whether thread TID sleeps in read(FD): /proc/PID/task/TID/syscall names the call a
+    blocked task is in (x86_64 read is 0), "running" otherwise."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as fh:
+            fields = fh.read().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == fd
+
+
+def test_a_post_wakes_a_reader_blocked_in_read(new_queue, new_key):
+    q = new_queue(size=32, flags=0)
+    key = new_key()
+    uapi.watch_key(key, q.r, 3)
+    reader = threading.get_native_id()
+
+    def post_once_the_reader_sleeps():
+        # Post only once the reader is asleep in read(): a post before it would be read at once
+        # and prove nothing about the wake-up. After 5 s post anyway (the test then still says
+        # whether the record arrives).
+        deadline = time.monotonic() + 5.0
+        while not _blocked_in_read(reader, q.r) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        uapi.key_update(key, b"x")
+
+    def expired(signum, frame):
+        raise TimeoutError("a reader blocked in read() was not woken by a post")
+
+    poster = threading.Thread(target=post_once_the_reader_sleeps, daemon=True)
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, 15)
+    try:
+        poster.start()
+        buf = os.read(q.r, 4096)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        poster.join(10.0)
+    assert uapi.decode(buf) == [uapi.key_record(UPDATED, 3, key)]
+
+
+def test_a_post_sends_sigio_to_an_async_reader(watched):
+    q, key = watched
+    got = []
+    # A handler, not a blocked signal: SIGIO goes to the process, and any thread of it that
+    # does not block it (default action: terminate) may take it.
+    old = signal.signal(signal.SIGIO, lambda signum, frame: got.append(signum))
+    flags = fcntl.fcntl(q.r, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(q.r, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(q.r, fcntl.F_SETFL, flags | os.O_ASYNC)
+        time.sleep(0.05)
+        assert got == []  # nothing before the post
+        uapi.key_update(key, b"x")
+        deadline = time.monotonic() + 5.0
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs in the main thread, between bytecodes
+        assert got == [signal.SIGIO]
+        assert uapi.decode(os.read(q.r, 4096)) == [uapi.key_record(UPDATED, 7, key)]
+    finally:
+        fcntl.fcntl(q.r, fcntl.F_SETFL, flags)
+        signal.signal(signal.SIGIO, old)

@@ -123,6 +123,19 @@ def test_explicitly_removed_watch_gets_nothing_at_destruction(new_queue, new_key
     assert q.drain() == [uapi.removal_record(2, key)]
 
 
+def test_closing_a_queue_drops_its_watches_without_a_record(new_queue, new_key):
+    closed, q = new_queue(size=32), new_queue(size=32)
+    key = new_key()
+    uapi.watch_key(key, closed.r, 1)
+    uapi.watch_key(key, q.r, 2)
+    closed.close()  # its watch goes with it: posts to the key no longer reach that pipe
+    uapi.key_update(key, b"x")
+    uapi.invalidate(key)
+    assert uapi.wait_records(q.r, _has_removal(key), GC_TIMEOUT) == [
+        uapi.key_record(uapi.NOTIFY_KEY_UPDATED, 2, key),
+        uapi.key_record(uapi.NOTIFY_KEY_INVALIDATED, 2, key), uapi.removal_record(2, key)]
+
+
 def test_a_revoked_key_cannot_be_unwatched(new_queue, new_key):
     q = new_queue(size=32)
     key = new_key()

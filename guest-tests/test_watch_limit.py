@@ -2,7 +2,7 @@
 (watch_queue.md §1 "watches per user", §2+3 #1 and #26, §4.6).
 
 Limits and uids are changed only in forked children, which report back through a pipe.
-uid 65534 and 65533 are throw-away users: their user_struct state may persist.
+uid 65534, 65533 and 65532 are throw-away users: their user_struct state may persist.
 """
 
 import errno
@@ -22,6 +22,8 @@ from harness.guest import uapi
 LIMIT = 30
 NOBODY = 65534
 ACCOUNTING_UID = 65533
+SOFT_LIMIT_UID = 65532
+PIPE_PAGES_SOFT = "/proc/sys/fs/pipe-user-pages-soft"
 SETTLE = 5.0  # bound for RCU-deferred watch-count decrements of closed queues
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a throw-away uid")
@@ -224,3 +226,39 @@ def child_accounting(uid):
 def test_notification_pipes_leave_the_uids_pipe_accounting_intact(watch_queue_kernel):
     got = in_child(child_accounting, ACCOUNTING_UID)
     assert got == {"sizes": [65536, 4096] * 3, "plain": 65536, "grown": 131072, "uid": ACCOUNTING_UID}
+
+
+def child_over_the_soft_limit(uid):
+    """Two notification pipes made over the soft limit (2 slots each, F_GETPIPE_SZ 8192), one
+    sized to 64 notes (2 pages: what it has), one to 65 (3 pages: more)."""
+    become(uid, nofile=1024)
+    got = {}
+    for notes in (64, 65):
+        r, w = uapi.notification_pipe(os.O_NONBLOCK)
+        try:
+            got[f"made-{notes}"] = uapi.pipe_size(r)
+            try:
+                uapi.set_size(r, notes)
+                got[f"set-{notes}"] = uapi.pipe_size(r)
+            except OSError as e:
+                got[f"set-{notes}"] = errno.errorcode[e.errno]
+        finally:
+            os.close(r)
+            os.close(w)
+    return got
+
+
+@needs_root
+def test_set_size_over_the_soft_pipe_limit_is_eperm_only_to_grow(watch_queue_kernel):
+    """An unprivileged uid over fs.pipe-user-pages-soft gets 2-slot pipes; SET_SIZE may keep
+    what the pipe has (2 pages) but not grow it: EPERM (watch_queue.md §1.1)."""
+    with open(PIPE_PAGES_SOFT) as fh:
+        old = fh.read().strip()
+    with open(PIPE_PAGES_SOFT, "w") as fh:
+        fh.write("1")
+    try:
+        got = in_child(child_over_the_soft_limit, SOFT_LIMIT_UID)
+    finally:
+        with open(PIPE_PAGES_SOFT, "w") as fh:
+            fh.write(old)
+    assert got == {"made-64": 8192, "set-64": 8192, "made-65": 8192, "set-65": "EPERM"}
