@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,7 @@ import os
 import signal
 import subprocess
 
-ARGV = [{binary!r}, "--seed", {seed_s!r}, "--seconds", {seconds_s!r}]
+ARGV = [{binary!r}, '--seed', {seed_s!r}, '--seconds', {seconds_s!r}]
 LIMIT = {limit!r}
 
 
@@ -233,6 +232,8 @@ class CpuRun:
     outcome: str = ""         # the runner's outcome of the test
     message: str = ""
     vm: str = ""
+    kernel: str = ""          # source identity + config hash
+    version: str = ""         # the kernel's version, which the known list's versions match
 
     @property
     def known(self) -> int:
@@ -282,12 +283,12 @@ def collect(summary, cpu_counts, seconds: float, known: list[Known]) -> list[Cpu
                      outcome=str(test.outcome) if test else "lost",
                      message=(test.message if test else "no result")[-500:],
                      vm=test.vm if test else "")
-        vms = sorted({r.vm for r in mine if r.vm})
-        version = next((r.version for r in mine if r.version), "")
-        for vm in vms:
+        run.version = next((r.version for r in mine if r.version), "")
+        run.kernel = next((r.kernel for r in mine if r.kernel), "")
+        for vm in sorted({r.vm for r in mine if r.vm}):
             found = out_dir / vm / "reports.json"
             if found.is_file():
-                run.reports += classify(json.loads(found.read_text()), known, version)
+                run.reports += classify(json.loads(found.read_text()), known, run.version)
         if run.vm:
             f = out_dir / run.vm / "guest" / OUTPUT
             text = f.read_text(errors="replace") if f.is_file() else ""
@@ -343,9 +344,7 @@ def main(a, known: list[Known]) -> int:
           + "".join(f" + {p.name}" for p in patches), flush=True)
     final = Path(os.path.abspath(a.out or runner.default_out_dir()))
     with outdir.staged(final) as out:
-        with tempfile.TemporaryDirectory() as d:
-            built = repro.compile_c(PROGRAM, Path(d) / "wq-stress")
-            binary = Path(built.replace(out / "wq-stress"))
+        binary = repro.compile_c(PROGRAM, out / "wq-stress")
         case = write_case(out, binary, seed, a.seconds)
         scs = scenarios_for(case, a.cpu_counts, a.seconds, fragments, patches)
         # One VM at a time: a stress VM's timing is what it tests.

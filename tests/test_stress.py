@@ -246,6 +246,7 @@ def test_a_run_is_read_back_counted_and_classified(tmp_path):
                                message="the stress program exited 1: setup failed")], 0, 0, tmp_path)
     one, two, four = stress.collect(s, (1, 2, 4), 30.0, stress.load_known())
     assert (one.program, one.operations, one.seconds, one.idle, one.reports) == ("ran", 23, 29.5, [], [])
+    assert (one.kernel, one.version) == ("k", "6.1.192")
     assert one.problem() == "" and one.rate == 0.0
     assert (two.known, two.new) == (5, 14)
     assert two.rate == pytest.approx(19 / (2 * 29.5 / 3600))
@@ -313,3 +314,40 @@ def test_the_two_racy_bugs_pass_the_checks_as_patches(monkeypatch, bug):
     assert cli.main(["stress", "--patch", str(PATCHES / bug), "--cpus", "2", "--seconds", "5"]) == 0
     ((a, known),) = seen
     assert a.cpu_counts == (2,) and known and a.patch == [PATCHES / bug]
+
+
+@pytest.mark.parametrize("log, rc", [(None, 0), ("kcsan-marked-head-store.log", 0),
+                                     ("kasan-uaf-queue-freed-before-ring.log", 1)])
+def test_a_whole_run_with_the_vms_replaced(tmp_path, monkeypatch, capsys, log, rc):
+    """main(): the program compiled into the run, one scenario per vCPU count run one VM at a
+    time, stress.json and the exit code from the reports."""
+    calls = []
+
+    def fake_run(scs, opts):
+        calls.append((scs, opts))
+        rs = []
+        for i, s in enumerate(scs):
+            _vm(opts.out, f"vm{i + 1}-k", log=log, output=_output())
+            rs.append(TestResult(s.name, s.tests[0].id, "k", "crash" if log else "pass",
+                                 vm=f"vm{i + 1}-k", version="6.1.192"))
+        return RunSummary(rs, 0, 0, opts.out)
+    monkeypatch.setattr(stress.runner, "run", fake_run)
+    a = cli.make_parser().parse_args(["stress", "--cpus", "1,2", "--seconds", "30", "--seed", "9",
+                                      "--profile", "kcsan", "--out", str(tmp_path / "out")])
+    assert stress.main(a, stress.check(a)) == rc
+    ((scs, opts),) = calls
+    assert opts.vms == 1 and [s.vm.cpus for s in scs] == [1, 2]
+    assert scs[0].kernel.fragments == stress.KCSAN_FRAGMENTS
+    out = tmp_path / "out"
+    assert os.access(out / "wq-stress", os.X_OK)
+    assert "'--seed', '9', '--seconds', '30'" in (out / "test_stress_case.py").read_text()
+    d = json.loads((out / "stress.json").read_text())
+    assert (d["seed"], [r["cpus"] for r in d["runs"]]) == (9, [1, 2])
+    assert all(r["operations"] == 23 and r["per_cpu_hour"] >= 0 for r in d["runs"])
+    printed = capsys.readouterr().out
+    assert "reports/CPU-hour" in printed
+    if rc:
+        assert d["new_titles"] == ["KASAN: use-after-free Write in watch_queue_pipe_buf_release"]
+        assert "1 new report titles" in printed
+    else:
+        assert d["new_titles"] == [] and "no report beyond the known ones" in printed
