@@ -83,7 +83,7 @@ GUEST_CMDLINE = ("oops=panic",)
 
 def guest_cmdline(cfg: config.ConfigResult, own: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The VM's kernel command line: ours, then OWN (a full config's own settings, e.g.
-    syzbot's panic_on_warn=1)."""
+    syzbot's panic_on_warn=1, then the scenario's vm.cmdline, e.g. lsm=smack)."""
     # KASAN reports only its first bug unless told otherwise; every test deserves its own.
     extra = ("kasan_multi_shot",) if cfg.enabled("KASAN") else ()
     return GUEST_CMDLINE + extra + tuple(own)
@@ -153,11 +153,13 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
     no_output = max(s.timeouts.no_output for s in scs) * factor
     total = (sum(s.timeouts.total for s in scs) + BOOT_ALLOWANCE_S) * factor
     spec = vm.VMSpec(bzimage=b.bzimage, cpus=shape.cpus, memory=shape.memory,
-                     rwdirs=(vdir,), append=guest_cmdline(cfg, job.cmdline), no_output_s=no_output,
+                     rwdirs=(vdir,), append=guest_cmdline(cfg, job.cmdline + shape.cmdline),
+                     no_output_s=no_output,
                      start_no_output_s=START_SILENCE_S * factor, total_s=total)
     warm_bytecode([t["node"] for t in plan_tests])
     exec_cmd = agent_command(plan_file)
-    print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}; {len(items)} tests; "
+    own = f", {' '.join(shape.cmdline)}" if shape.cmdline else ""
+    print(f"wqh: booting {name} ({acc.name}, {shape.cpus} cpus, {shape.memory}{own}; {len(items)} tests; "
           f"no-output timeout {no_output:.0f}s, total {total:.0f}s)", flush=True)
     started = time.time()
     vres = vm.run(spec, acc, exec_cmd, vdir / "console.log", echo=boots.echo)
@@ -189,7 +191,7 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
     (vdir / "vm.json").write_text(json.dumps({
         "end": vres.end, "exit_status": vres.exit_status, "duration_s": vres.duration_s,
         "first_test_s": vres.first_test_s, "started_at": started, "ended_at": ended,
-        "accel": acc.name, "accel_reason": acc.reason,
+        "accel": acc.name, "accel_reason": acc.reason, "append": list(spec.append),
         "agent_done": bool(guest and guest.get("done"))}, indent=2) + "\n")
     return rs, vres
 

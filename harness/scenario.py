@@ -50,6 +50,9 @@ class KernelSpec:
 class VMShape:
     cpus: int = 2
     memory: str = "1G"
+    # Kernel parameters of the scenario's own (lsm=smack), after wqh's on the VM's command
+    # line. Part of the shape: scenarios that differ here never share a boot.
+    cmdline: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,25 @@ def _test_ref(ctx: _Ctx, node: yaml.Node, key: str, default_expect: str) -> Test
 _TOP = {"name": "", "description": "", "kernel": "", "vm": "", "timeouts": "",
         "tests": "", "expect": "", "leak": ""}
 
+# One kernel parameter: name or name=value, no blanks or quotes (one entry, one parameter).
+_PARAM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:=[^\s\"'\\]*)?$")
+# Set by virtme-ng or wqh for the guest to boot, mount its root and be watched; another value
+# would leave no VM or no console to judge.
+_OWN_PARAMS = ("console", "init", "root", "rootfstype", "rootflags")
+
+
+def _kernel_param(ctx: _Ctx, node: yaml.Node) -> str:
+    param = ctx.scalar(node, "vm.cmdline", str)
+    if not _PARAM.match(param):
+        raise ctx.fail(node, "vm.cmdline", f"{param!r} is not one kernel parameter",
+                       hint="one name or name=value per entry, without blanks or quotes, "
+                            "e.g. lsm=smack")
+    name = param.split("=", 1)[0]
+    if name in _OWN_PARAMS:
+        raise ctx.fail(node, "vm.cmdline", f"{name}= is set by virtme-ng and wqh",
+                       hint=f"leave {', '.join(_OWN_PARAMS)} to them")
+    return param
+
 
 def compose_index(file: Path, what: str, top_key: str, hint: str) -> yaml.Node:
     """The YAML node tree of an index file (the wall's, the mutants'), read and parsed with
@@ -279,8 +301,8 @@ def load(file: Path) -> Scenario:
             sc.kernel = _kernel(ctx, probs, top["kernel"][1], file)
     with probs.check():
         if "vm" in top:
-            v = ctx.mapping(top["vm"][1], "vm", {"cpus": "", "memory": ""})
-            cpus, mem = 2, "1G"
+            v = ctx.mapping(top["vm"][1], "vm", {"cpus": "", "memory": "", "cmdline": ""})
+            cpus, mem, cmdline = 2, "1G", ()
             if "cpus" in v:
                 cpus = ctx.scalar(v["cpus"][1], "vm.cpus", int)
                 if not 1 <= cpus <= validate.MAX_CPUS:
@@ -293,7 +315,9 @@ def load(file: Path) -> Scenario:
                     validate.memory("vm.memory", mem)
                 except InputError as e:
                     raise ctx.fail(v["memory"][1], "vm.memory", e.detail, e.hint) from None
-            sc.vm = VMShape(cpus, mem)
+            if "cmdline" in v:
+                cmdline = tuple(_kernel_param(ctx, n) for n in ctx.seq(v["cmdline"][1], "vm.cmdline"))
+            sc.vm = VMShape(cpus, mem, cmdline)
     with probs.check():
         if "timeouts" in top:
             t = ctx.mapping(top["timeouts"][1], "timeouts", {"no_output": "", "total": ""})
