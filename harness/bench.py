@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -88,16 +87,12 @@ def _cold_build_ours(src: source.KernelSource, work: Path, log) -> tuple[float, 
 
 
 def _version_label(src: source.KernelSource, spec: str) -> str:
-    """The name a --versions figure carries: the series of debian:X.Y, else the tree's make
-    kernelversion (the Makefile's VERSION.PATCHLEVEL.SUBLEVEL), else the spec."""
+    """The name a --versions figure carries: the series of debian:X.Y, else the tree's version
+    (its Makefile's), else the spec."""
     if spec.startswith(source.DEBIAN_PREFIX):
         return spec[len(source.DEBIAN_PREFIX):]
-    try:
-        mk = (src.path / "Makefile").read_text(errors="replace")[:2000]
-        got = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL) = (\d+)", mk, re.M))
-        return f"{got['VERSION']}.{got['PATCHLEVEL']}.{got.get('SUBLEVEL', '0')}"
-    except (OSError, KeyError):
-        return spec
+    v = source.version(src)
+    return spec if v == "unknown" else v
 
 
 def _cold_versions(a, out: Path, log, add) -> None:

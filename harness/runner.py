@@ -60,6 +60,7 @@ class KernelGroup:
     patches: tuple[Path, ...]
     scenarios: list[Scenario] = field(default_factory=list)
     full_config: Path | None = None  # a full .config (kernel.config / --config-file)
+    sources: tuple[str, ...] = ()  # its scenarios' kernel.sources (() for the run's kernels)
     source: source.KernelSource | None = None  # the tree it is built from
     version: str = ""  # that tree's kernel version (6.1.192)
 
@@ -102,9 +103,35 @@ def group_kernels(scenarios: list[Scenario]) -> list[KernelGroup]:
     for s in scenarios:
         full = s.kernel.config
         frags = () if full else config.fragment_list(list(s.kernel.fragments), s.file.parent)
-        key = (frags, s.kernel.patches, full)
-        groups.setdefault(key, KernelGroup(frags, s.kernel.patches, full_config=full)).scenarios.append(s)
+        key = (frags, s.kernel.patches, full, s.kernel.sources)
+        groups.setdefault(key, KernelGroup(frags, s.kernel.patches, full_config=full,
+                                           sources=s.kernel.sources)).scenarios.append(s)
     return list(groups.values())
+
+
+def kernels_of(groups: list[KernelGroup], given: list[source.KernelSource] | None,
+               resolve=source.resolve) -> list[KernelGroup]:
+    """Each group once per kernel it runs on, kernel by kernel (the order kernels are first
+    named): the kernels GIVEN on the command line for every group, else a group's own
+    kernel.sources, else the default. Each source is resolved (unpacked, cloned) once."""
+    known: dict[str, source.KernelSource] = {}
+
+    def get(spec: str | None) -> source.KernelSource:
+        name = source.canonical(spec)
+        if name not in known:
+            known[name] = resolve(spec)
+        return known[name]
+    pairs = [(src, g) for g in groups
+             for src in (given if given is not None else [get(s) for s in g.sources or (None,)])]
+    by_kernel: dict[str, tuple[source.KernelSource, list[KernelGroup]]] = {}
+    for src, g in pairs:
+        by_kernel.setdefault(src.identity, (src, []))[1].append(g)
+    out = []
+    for src, gs in by_kernel.values():
+        v = source.version(src)
+        out += [dataclasses.replace(g, source=src, version=v, patches=patches.for_version(g.patches, v))
+                for g in gs]
+    return out
 
 
 def _infra(scenarios: list[Scenario], kernel: str, msg: str, version: str = "") -> list[results.TestResult]:
@@ -533,15 +560,15 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
     """Kernels one at a time (a build owns the CPUs); each kernel's VMs boot as soon as it is
     built, beside the next build, so the first verdict comes after one build and one boot."""
     out = summary.out_dir
+    given = opts.kernels or ([opts.kernel] if opts.kernel else [])
     if opts.kernel_source is not None:
-        srcs = [opts.kernel_source]
+        srcs: list[source.KernelSource] | None = [opts.kernel_source]
     else:
-        srcs = source.resolve_all(opts.kernels or ([opts.kernel] if opts.kernel else []))
-    # The same scenarios on each kernel, kernel by kernel.
-    kernel_groups = group_kernels(scenarios)
-    # A patch with a copy rebased for a tree's version (patches/6.12/...) is built as that copy.
-    groups = [dataclasses.replace(g, source=src, version=v, patches=patches.for_version(g.patches, v))
-              for src, v in [(src, source.version(src)) for src in srcs] for g in kernel_groups]
+        srcs = source.resolve_all(given) if given else None
+    # The same scenarios on each kernel, kernel by kernel (a scenario's kernel.sources unless
+    # --kernel says otherwise). A patch with a copy rebased for a tree's version
+    # (patches/6.12/...) is built as that copy.
+    groups = kernels_of(group_kernels(scenarios), srcs)
     # Every group's patches apply to its tree, or nothing starts (an input error, exit 3).
     for g in groups:
         patches.check_applies(patches.tree_reader(g.source), g.patches, g.source.identity)

@@ -44,6 +44,9 @@ class KernelSpec:
     fragments: tuple[str, ...] = ()
     patches: tuple[Path, ...] = ()
     config: Path | None = None  # a full .config (syzbot's), used instead of the fragments
+    # The kernels it runs on (debian:6.12, a tree's absolute path, PATH@REF), each in turn;
+    # () is the run's --kernel (or the default). A --kernel on the command line replaces them.
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -366,10 +369,13 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
     from harness import patches as patches_mod
     from harness import validate
 
-    k = ctx.mapping(node, "kernel", {"fragments": "", "patches": "", "config": ""})
+    k = ctx.mapping(node, "kernel", {"fragments": "", "patches": "", "config": "", "sources": ""})
     frags: tuple[str, ...] = ()
     plist: list[Path] = []
     full: Path | None = None
+    srcs: list[str] = []
+    if "sources" in k:
+        srcs = _sources(ctx, probs, k["sources"][1], file)
     if "config" in k:
         from harness import fullconfig
 
@@ -412,7 +418,36 @@ def _kernel(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> KernelSp
                 except InputError as e:
                     raise ctx.fail(n, "kernel.patches", e.detail, e.hint) from None
                 plist.append(p)
-    return KernelSpec(frags, tuple(plist), full)
+    return KernelSpec(frags, tuple(plist), full, tuple(srcs))
+
+
+def _sources(ctx: _Ctx, probs: Problems, node: yaml.Node, file: Path) -> list[str]:
+    """kernel.sources: each a kernel as --kernel takes it (a relative path is relative to the
+    scenario's directory), checked without unpacking or cloning; none named twice."""
+    from harness import source, validate
+
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    if not ctx.seq(node, "kernel.sources"):
+        raise ctx.fail(node, "kernel.sources", "no kernel in the list",
+                       hint="name at least one, e.g. [debian:6.1, debian:6.12], or drop the key")
+    for n in ctx.seq(node, "kernel.sources"):
+        with probs.check():
+            spec = ctx.scalar(n, "kernel.sources", str).strip()
+            if spec and not spec.startswith(source.DEBIAN_PREFIX):
+                path_s, at, ref = spec.rpartition("@") if "@" in spec else (spec, "", "")
+                spec = str((file.parent / Path(path_s).expanduser()).resolve()) + at + ref
+            try:
+                validate.kernel_spec(spec, "kernel.sources")
+                name = source.canonical(spec)
+            except InputError as e:
+                raise ctx.fail(n, "kernel.sources", e.detail, e.hint) from None
+            if name in seen:
+                raise ctx.fail(n, "kernel.sources", f"{name} is named twice (first on line {seen[name]})",
+                               hint="give each kernel once")
+            seen[name] = n.start_mark.line + 1
+            out.append(spec)
+    return out
 
 
 def discover(paths: list[str]) -> list[Path]:

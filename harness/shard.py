@@ -91,6 +91,7 @@ def group_of(s: Scenario) -> str:
     else:
         parts = [_stable_name(f) for f in config.fragment_list(list(s.kernel.fragments), s.file.parent)]
     parts += ["patch:" + _stable_name(p) for p in s.kernel.patches]
+    parts += ["on:" + spec for spec in s.kernel.sources]  # its own kernels: another group
     return "+".join(parts)
 
 

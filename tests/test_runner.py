@@ -82,3 +82,33 @@ def test_vms_at_once_and_the_timeout_stretch_follow_the_host_cpus():
     assert load_factor(1, 2, host_cpus=2) == 1.0
     assert load_factor(2, 2, host_cpus=2) == 2.0  # two 2-vCPU guests on 2 cores
     assert load_factor(2, 2, host_cpus=8) == 1.0
+
+
+def test_each_group_runs_on_its_own_sources_unless_the_command_line_names_kernels(monkeypatch):
+    """kernel.sources puts a scenario on each of its kernels, kernel by kernel, each source
+    resolved once; --kernel replaces every scenario's sources; none means the default."""
+    from harness import scenario, source
+
+    def src(spec):
+        return source.KernelSource(Path(f"/k/{spec}"), f"id:{spec}", "path", immutable=True)
+    resolved = []
+
+    def resolve(spec):
+        resolved.append(spec)
+        return src(spec or "default")
+    monkeypatch.setattr(runner.source, "canonical", lambda spec: spec or "default")
+    monkeypatch.setattr(runner.source, "version", lambda s: "v-" + s.identity)
+
+    def sc(name, sources=()):
+        s = Scenario(name, Path(f"/{name}.yaml"))
+        s.kernel = scenario.KernelSpec((), (), None, sources)
+        return s
+    groups = runner.group_kernels([sc("both", ("new", "old")), sc("plain"), sc("old-only", ("old",))])
+    got = [(g.source.identity, g.version, [s.name for s in g.scenarios])
+           for g in runner.kernels_of(groups, None, resolve)]
+    assert got == [("id:new", "v-id:new", ["both"]), ("id:old", "v-id:old", ["both"]),
+                   ("id:old", "v-id:old", ["old-only"]), ("id:default", "v-id:default", ["plain"])]
+    assert sorted(resolved, key=str) == sorted(["new", "old", None], key=str)  # each once
+    given = [src("mine")]
+    got = [(g.source.identity, [s.name for s in g.scenarios]) for g in runner.kernels_of(groups, given)]
+    assert got == [("id:mine", ["both"]), ("id:mine", ["plain"]), ("id:mine", ["old-only"])]

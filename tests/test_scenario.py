@@ -134,3 +134,43 @@ def test_cli_unknown_option_is_exit_3(wqh_cmd):
     r = subprocess.run(wqh_cmd + ["run", "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 3
     assert "unrecognized arguments: --frobnicate" in r.stderr
+
+
+def _tree(root):
+    (root / "kernel").mkdir(parents=True)
+    (root / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n")
+    return root
+
+
+def test_kernel_sources_name_the_kernels_a_scenario_runs_on(tmp_path):
+    a, b = _tree(tmp_path / "trees" / "a"), _tree(tmp_path / "b")
+    p = write(tmp_path / "trees", f"""\
+        name: on-two
+        kernel:
+          fragments: [watch-queue]
+          sources: [a, {b}]
+        tests: [{REPO}/guest-tests/test_smoke.py]
+        """)
+    s = scenario.load(p)
+    assert s.kernel.sources == (str(a), str(b))  # relative to the scenario's directory
+
+
+@pytest.mark.parametrize("sources,msg", [
+    ("[]", "no kernel in the list"),
+    ("[debian:6.x]", "names no Debian kernel series"),
+    ("[nowhere]", "does not exist"),
+    ("[a, ./a]", "is named twice (first on line 4)"),
+    ("a", "expected a list"),
+])
+def test_bad_kernel_sources_name_file_line_and_key(tmp_path, sources, msg):
+    _tree(tmp_path / "a")
+    p = write(tmp_path, f"""\
+        name: on-two
+        kernel:
+          fragments: [watch-queue]
+          sources: {sources}
+        tests: [{REPO}/guest-tests/test_smoke.py]
+        """)
+    with pytest.raises(InputError) as e:
+        scenario.load(p)
+    assert e.value.key == "kernel.sources" and e.value.line == 4 and msg in str(e.value)
