@@ -49,6 +49,10 @@ class ConfigResult:
         return self.values.get(symbol)
 
 
+
+# (option, version) pairs whose version note this process has printed.
+_NOTED: set[tuple[str, str]] = set()
+
 def resolve_fragment(name: str, relative_to: Path | None = None) -> Path:
     """A fragment by name ('kasan' -> kconfigs/kasan.config) or by path."""
     cands = []
@@ -208,7 +212,9 @@ def verify(src: KernelSource, requests: list[kconfig.Option], dotconfig: str) ->
     dropped = {o.name for o, _ in missing if o.value != "n" and deps[o.name] is None
                and source.absent_in(o.name, version)}
     for name in sorted(dropped):
-        print(f"wqh: note: {source.version_notes(name, version)}", file=sys.stderr)
+        if (name, version) not in _NOTED:  # once per process, not once per kernel of a run
+            _NOTED.add((name, version))
+            print(f"wqh: note: {source.version_notes(name, version)}", file=sys.stderr)
     missing = [(o, have) for o, have in missing
                if not (str(o.file) == base and o.value != "n" and deps[o.name] is None)
                and o.name not in dropped]

@@ -71,3 +71,22 @@ def test_base_options_a_tree_does_not_define_are_skipped_but_user_ones_fail(tmp_
             config.verify(src, [gone, req], "# CONFIG_WATCH_QUEUE is not set\n")
         assert f"CONFIG_{req.name}=y ({req.file}:{req.line})" in str(e.value)
         assert "BASE_FULL" not in str(e.value)
+
+
+def test_a_version_note_is_printed_once_per_run_not_once_per_kernel(tmp_path, capsys, monkeypatch):
+    """The wall builds a dozen variants of one 6.12 tree: its note about BASE_FULL (gone by
+    6.12) is said once."""
+    from harness import config
+    from harness.source import KernelSource
+
+    monkeypatch.setattr(config, "_NOTED", set())
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n")
+    (tree / "Kconfig").write_text("config WATCH_QUEUE\n\tbool \"wq\"\n")
+    src = KernelSource(tree, "fake:tree", "path", immutable=True)
+    gone = kconfig.Option("BASE_FULL", "y", str(config.resolve_fragment(config.BASE_FRAGMENT)), 81)
+    for _ in range(3):
+        config.verify(src, [gone], "CONFIG_WATCH_QUEUE=y\n")
+    err = capsys.readouterr().err
+    assert err.count("note: CONFIG_BASE_FULL is not in 6.12.118") == 1
