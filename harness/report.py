@@ -549,6 +549,18 @@ def build(kind: rr.Kind, bodies: list[str], frames: list[Frame]) -> Report:
                   corrupted_reason=d.corrupted, frames=frames, frame=d.frame, format=d.format)
 
 
+def _older_form(title: str) -> str:
+    for pat, repl in rr.TITLE_ACROSS_VERSIONS:
+        title = pat.sub(repl, title)
+    return title
+
+
+def same_bug(expected: str, title: str) -> bool:
+    """EXPECTED names the bug TITLE reports, also where this kernel's version spells the title
+    differently from the version the expectation was written on (TITLE_ACROSS_VERSIONS)."""
+    return expected == title or _older_form(expected) == _older_form(title)
+
+
 def normalize(title: str) -> str:
     """What varies between reports of one bug out (report_rules.TITLE_NORMALIZE), printable,
     single spaces, at most TITLE_MAX characters."""

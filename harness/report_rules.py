@@ -654,3 +654,12 @@ TITLE_NORMALIZE: tuple[tuple[Pattern, str], ...] = (
     (rx(r"(\d+){7,}"), "NUM"),
 )
 TITLE_MAX = 120
+
+# One bug that kernel versions title differently. Titles stay as the kernel printed them
+# (syzbot's); this only answers "is this the report a scenario or the wall expects?" across
+# versions: both sides are rewritten to the older form before they are compared.
+TITLE_ACROSS_VERSIONS: tuple[tuple[Pattern, str], ...] = (
+    # mm/kasan/report_generic.c: 6.1 prints "use-after-free" for any freed object; 6.12 says
+    # "slab-use-after-free" for a slab object (and "use-after-free" for the rest).
+    (rx(r"^KASAN: slab-use-after-free "), "KASAN: use-after-free "),
+)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import config, runner
+from harness import config, report, runner
 from harness.errors import InfraError, InputError
 from harness.paths import SCENARIOS
 from harness.scenario import KernelSpec, Scenario, TestRef, Timeouts, VMShape
@@ -261,9 +261,11 @@ class Outcome:
         sig = re.compile(signature, re.M) if signature else None
 
         def hit(r: Run) -> bool:
+            def wanted(t: str) -> bool:
+                return any(report.same_bug(w, t) for w in titles)
             if sig is None:
-                return any(t in titles for t in r.titles)
-            return any(t in titles and sig.search(_STAMP.sub("", x)) for t, x in r.reports)
+                return any(wanted(t) for t in r.titles)
+            return any(wanted(t) and sig.search(_STAMP.sub("", x)) for t, x in r.reports)
         return sum(hit(r) for r in self.runs)
 
 

@@ -49,7 +49,7 @@ def _taint_report(entry: dict) -> Report | None:
 
 def _has_title(reps: list[Report], title: str | None) -> bool:
     """An expected crash with a title is expected only with a report of that title."""
-    return title is None or any(title == r.title or title in r.alt_titles for r in reps)
+    return title is None or any(report.same_bug(title, t) for r in reps for t in (r.title, *r.alt_titles))
 
 
 def _expected(outcome: str, expected: str, title: str | None, reps: list[Report]) -> tuple[str, str]:
