@@ -282,9 +282,10 @@ def _rate_cell(k: int, o: repro.Outcome) -> str:
     return f"{k}/{o.repeat} runs" + (f" (reports: {'; '.join(seen)})" if seen else "")
 
 
-def table(bugs: list[Bug]) -> str:
+def table(bugs: list[Bug], version: str = "") -> str:
+    """The wall's table; VERSION (the tree's, 6.12.118) heads the fixed tree's column."""
     head = ("bug", "fix", "CVE / syzbot", "reproducer", "expected on the re-introduced tree",
-            "fixed 6.1 tree", "re-introduced tree")
+            f"fixed tree ({version})" if version else "fixed tree", "re-introduced tree")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for b in bugs:
         if b.kind == "not reproduced":
@@ -320,7 +321,8 @@ def _wall(bugs: list[Bug], a):
     summary = run_deterministic(bugs, a)
     if a.racy:
         run_racy(bugs, a)
-    text = table(bugs)
+    versions = sorted({k.get("version") for k in (summary.kernels if summary else {}).values()} - {None, ""})
+    text = table(bugs, ", ".join(versions))
     print(text)
     det = [b for b in bugs if b.kind == "deterministic"]
     proven = [b for b in bugs if b.proven]

@@ -100,6 +100,8 @@ def test_the_table_has_a_row_per_bug_with_why_for_the_unreproduced():
         assert any(f"| {b.fix} |" in line for line in lines)
     nr = [b for b in bugs if b.kind == "not reproduced"]
     assert all(any("not reproduced: " + b.why in line for line in lines) for b in nr)
+    assert "| fixed tree |" in lines[0]
+    assert "| fixed tree (6.12.118) |" in wall.table(bugs, "6.12.118").splitlines()[0]  # the tree's own
 
 
 def test_wall_is_a_subcommand(wqh_cmd):
