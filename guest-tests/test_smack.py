@@ -24,16 +24,11 @@ or with Smack built in but not the active LSM, every test skips and says which.
 import ctypes
 import errno
 import itertools
-import json
 import os
-import select
-import signal
-import time
-import traceback
 
 import pytest
 
-from harness.guest import uapi
+from harness.guest import fixtures, uapi
 
 SMACKFS = "/sys/fs/smackfs"
 ATTR = "/proc/self/attr/smack/current"
@@ -137,47 +132,11 @@ def effective_caps() -> int:
 def in_child(label: str, fn, *args, keep=(), timeout: float = 30.0):
     """fn(*args) in a forked child labelled LABEL that keeps, of CAP_MAC_OVERRIDE and
     CAP_MAC_ADMIN, only KEEP; returns its JSON result, or fails here with its traceback."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            try:
-                set_label(label)
-                drop_caps([c for c in (CAP_MAC_OVERRIDE, CAP_MAC_ADMIN) if c not in keep])
-                out = {"ok": fn(*args)}
-            except BaseException:
-                out = {"error": traceback.format_exc()}
-            data = json.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    p = select.poll()
-    p.register(r, select.POLLIN)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not p.poll(int(left * 1000) + 1):
-                os.kill(pid, signal.SIGKILL)
-                pytest.fail(f"child labelled {label} did not finish within {timeout} s")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status:#x}"
-    out = json.loads(b"".join(chunks))
-    if "error" in out:
-        pytest.fail(f"in the child labelled {label}:\n" + out["error"])
-    return out["ok"]
+    def labelled():
+        set_label(label)
+        drop_caps([c for c in (CAP_MAC_OVERRIDE, CAP_MAC_ADMIN) if c not in keep])
+        return fn(*args)
+    return fixtures.in_child(labelled, timeout=timeout, what=f"child labelled {label}")
 
 
 def errno_of(fn, *args) -> int:

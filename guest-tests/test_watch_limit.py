@@ -7,17 +7,14 @@ uid 65534, 65533 and 65532 are throw-away users: their user_struct state may per
 
 import errno
 import fcntl
-import json
 import os
 import resource
-import select
-import signal
 import time
-import traceback
 
 import pytest
 
 from harness.guest import uapi
+from harness.guest.fixtures import in_child
 
 LIMIT = 30
 NOBODY = 65534
@@ -27,49 +24,6 @@ PIPE_PAGES_SOFT = "/proc/sys/fs/pipe-user-pages-soft"
 SETTLE = 5.0  # bound for RCU-deferred watch-count decrements of closed queues
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a throw-away uid")
-
-
-def in_child(fn, *args, timeout=30.0):
-    """Run fn(*args) in a forked child and return its JSON result; re-raise its failure here."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn(*args)}
-            except BaseException:
-                out = {"error": traceback.format_exc()}
-            data = json.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    p = select.poll()
-    p.register(r, select.POLLIN)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not p.poll(int(left * 1000) + 1):
-                os.kill(pid, signal.SIGKILL)
-                pytest.fail(f"child did not finish within {timeout} s")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status:#x}"
-    out = json.loads(b"".join(chunks))
-    if "error" in out:
-        pytest.fail("in the child:\n" + out["error"])
-    return out["ok"]
 
 
 def become(uid=None, nofile=LIMIT):

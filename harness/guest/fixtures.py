@@ -1,7 +1,12 @@
-"""pytest fixtures shared by guest-tests/ and other guest test directories."""
+"""pytest fixtures shared by guest-tests/ and other guest test directories, and in_child."""
 
 import errno
+import json
 import os
+import select
+import signal
+import time
+import traceback
 
 import pytest
 
@@ -128,3 +133,45 @@ def version_fact():
                     "(guest-tests/version_facts.yaml)")
     return get
 
+
+def in_child(fn, *args, timeout=30.0, what="child"):
+    """Run fn(*args) in a forked child and return its JSON result; re-raise its failure here."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn(*args)}
+            except BaseException:
+                out = {"error": traceback.format_exc()}
+            data = json.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    p = select.poll()
+    p.register(r, select.POLLIN)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not p.poll(int(left * 1000) + 1):
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"{what} did not finish within {timeout} s")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status:#x}"
+    out = json.loads(b"".join(chunks))
+    if "error" in out:
+        pytest.fail(f"in the {what}:\n" + out["error"])
+    return out["ok"]
