@@ -22,9 +22,10 @@ from typing import Callable
 from harness import accel as accel_mod
 from harness import build as build_mod
 from harness import config, patches, procs, report, results, shard, source, symbolize, verdict, vm
+from harness import watch_test_build
 from harness.errors import WqhError
 from harness.guest import protocol
-from harness.paths import REPO
+from harness.paths import GUEST_TESTS, REPO
 from harness.results import Outcome
 from harness.scenario import Scenario, TestRef, VMShape
 
@@ -171,6 +172,8 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
     hz = cfg.value("HZ")
     plan = {"results_dir": str(gdir), "tests": plan_tests, "kmemleak": cfg.enabled("DEBUG_KMEMLEAK"),
             "hz": int(hz) if hz and hz.isdigit() else None}
+    if job.watch_test is not None and any(runs_clients(t) for _, t in items):
+        plan["watch_test"] = job.watch_test  # the agent exports it as WQH_WATCH_TEST(_SKIP)
     plan_file = vdir / "plan.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     # Pre-written as lost: a VM that dies reads as a failure, never as a pass.
@@ -431,6 +434,7 @@ class VMJob:
     config: config.ConfigResult
     cmdline: tuple[str, ...] = ()  # a full config's own settings (panic_on_warn=1), after ours
     version: str = ""  # the kernel's version, e.g. 6.1.192
+    watch_test: dict | None = None  # WatchTest.plan() of its tree, for test_clients.py
 
 
 @dataclass
@@ -537,6 +541,31 @@ def _prepare(src: source.KernelSource, g: KernelGroup, opts: RunOptions,
     return Kernel(cfg, b, f"{ksrc.identity}+{cfg.hash}", full)
 
 
+CLIENTS_TESTS = GUEST_TESTS / "test_clients.py"
+
+
+def runs_clients(t: TestRef) -> bool:
+    """Whether a test is (in) guest-tests/test_clients.py, the one that runs watch_test."""
+    return t.path.resolve() == CLIENTS_TESTS.resolve()
+
+
+def watch_test_for(g: KernelGroup) -> watch_test_build.WatchTest | None:
+    """samples/watch_queue/watch_test of the group's tree (cached; its plan entry carries the
+    path or why there is none), or None when no test of the group runs it."""
+    if not any(runs_clients(t) for s in g.scenarios for t in s.tests):
+        return None
+    touched = {f for p in g.patches for f in patches.touched_files(p)}
+    if not touched & set(watch_test_build.INPUTS):
+        # The patched variant's copies of the sample and headers are the base tree's.
+        return watch_test_build.build(g.source.path, nice=BUILD_NICE)
+    try:
+        with build_mod.machine_lock():  # the variant slot holds this group's patches only under it
+            tree = patches.materialize(g.source, g.patches).path
+            return watch_test_build.build(tree, nice=BUILD_NICE)
+    except WqhError as e:  # the tests of the kernel still run; test_clients.py skips watch_test
+        return watch_test_build.WatchTest(None, f"no tree with the patches to build watch_test from: {e}")
+
+
 def vm_shapes(g: KernelGroup) -> list[tuple[VMShape, list[Scenario]]]:
     """The boots a kernel group needs: one per VM shape, and one per leak-checked scenario
     (the leak check is per VM) or scenario that asks for its own VM."""
@@ -615,6 +644,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             slots.set_building(True)
             try:
                 k = _prepare(g.source, g, opts, summary)
+                wt = None if opts.build_only else watch_test_for(g)
             except WqhError as e:
                 print(f"wqh: {e}", file=sys.stderr)
                 summary.results += _infra(g.scenarios, kernel_id, str(e), g.version)
@@ -635,6 +665,9 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             summary.kernels[b.key] = {"identity": kernel_id, "artifacts": str(kdir),
                                       "reused": b.reused, "build_wall_s": b.wall_s,
                                       "version": g.version}
+            if wt is not None:
+                print(f"wqh: watch_test {'built' if wt.built else 'cached'}: {wt.path}" if wt.path
+                      else f"wqh: no watch_test (test_clients.py skips it): {wt.reason}", flush=True)
             if pool is None:
                 continue
             if acc is None:
@@ -645,7 +678,9 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
             for shape, scs in plans[i]:
                 items = [(s, t) for s in scs for t in s.tests]
                 job = VMJob(f"vm{next(names)}-{b.key[:8]}", items, shape, b, factor, kernel_id, scs,
-                            cfg, k.cmdline, g.version)
+                            cfg, k.cmdline, g.version,
+                            wt.plan() if wt is not None and any(runs_clients(t) for _, t in items)
+                            else None)
                 jobs.append((job, pool.submit(run_job, job)))
         if pool is None:
             return

@@ -3,7 +3,9 @@
     python -m harness.guest.agent PLAN.json
 
 The plan holds the results directory and the tests: {"id": name in reports,
-"node": pytest node id with an absolute path}.
+"node": pytest node id with an absolute path}; "watch_test", when a test runs it, is
+{"path": binary} or {"skip": why there is none}, exported as WQH_WATCH_TEST or
+WQH_WATCH_TEST_SKIP (see watch_test_env).
 
 Begin/end markers go to /dev/kmsg so the host can place kernel reports
 between them; outcomes go to RESULTS_DIR/guest-results.json after every test.
@@ -214,6 +216,23 @@ def dump_dmesg(outdir):
         fh.write("\n".join(lines) + "\n")
 
 
+WATCH_TEST_ENV = "WQH_WATCH_TEST"
+WATCH_TEST_SKIP_ENV = "WQH_WATCH_TEST_SKIP"
+
+
+def watch_test_env(plan):
+    """The environment guest-tests/test_clients.py reads for the kernel's watch_test sample
+    (harness/watch_test_build.py built it on the host; the guest sees the host's files).
+    None: the variable is removed (one of the two is set, never both)."""
+    wt = plan.get("watch_test")
+    if not wt:
+        return {}
+    if wt.get("path"):
+        return {WATCH_TEST_ENV: wt["path"], WATCH_TEST_SKIP_ENV: None}
+    return {WATCH_TEST_ENV: None,
+            WATCH_TEST_SKIP_ENV: wt.get("skip") or "the host gave no watch_test and no reason"}
+
+
 def main(argv):
     if len(argv) != 1:
         print("usage: python -m harness.guest.agent PLAN.json", file=sys.stderr)
@@ -229,6 +248,11 @@ def main(argv):
 
     # Where a guest test may leave files for the host (the VM's guest/ artifacts directory).
     os.environ["WQH_GUEST_OUT"] = outdir
+    for name, value in watch_test_env(plan).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     rec = Recorder(outdir, plan["tests"])
     rec.state["root"] = root_mount()
     rec.state["python"] = sys.executable
