@@ -103,6 +103,38 @@ def test_info_filter_and_subtype_must_both_match(scene):
     assert scene.posted_records() == [scene.setattr()]
 
 
+def test_an_entry_applies_only_to_records_of_its_own_type(scene):
+    # A META entry that takes every subtype and any info puts META in the type bitmap next to
+    # KEY, yet KEY records are judged by the KEY entry alone (n->type == wt->type): only
+    # UPDATED passes, whatever the order of the entries.
+    meta = uapi.TypeFilter(uapi.WATCH_TYPE_META)
+    key = uapi.TypeFilter(KEY, subtypes=1 << UPDATED)
+    for entries in ([meta, key], [key, meta]):
+        uapi.set_filter(scene.q.r, entries)
+        assert scene.posted_records() == [scene.updated()], entries
+
+
+def test_info_filter_compares_the_masked_bits_exactly(new_queue, new_key):
+    # (info & info_mask) == info_filter: watch id 3 (0b11) has id 1's bit but is not id 1,
+    # and info_filter 0 under WATCH_INFO_ID selects watch id 0 alone.
+    q = new_queue(size=32)
+    keys = {wid: new_key() for wid in (0, 1, 3)}
+    for wid, key in keys.items():
+        uapi.watch_key(key, q.r, wid)
+
+    def posted():
+        for key in keys.values():
+            uapi.key_update(key, b"x")
+        return q.drain()
+
+    for wid in (1, 0, 3):
+        uapi.set_filter(q.r, [uapi.TypeFilter(KEY, info_filter=wid << 8, info_mask=uapi.WATCH_INFO_ID)])
+        assert posted() == [uapi.key_record(UPDATED, wid, keys[wid])], f"watch id {wid}"
+    # A mask of the id's lowest bit alone: the odd ids pass.
+    uapi.set_filter(q.r, [uapi.TypeFilter(KEY, info_filter=1 << 8, info_mask=1 << 8)])
+    assert posted() == [uapi.key_record(UPDATED, 1, keys[1]), uapi.key_record(UPDATED, 3, keys[3])]
+
+
 @pytest.mark.parametrize("unknown", [2, 100, 1000, 0x3FF])
 def test_a_filter_of_unknown_types_only_blocks_everything(scene, unknown):
     uapi.set_filter(scene.q.r, [uapi.TypeFilter(unknown)])

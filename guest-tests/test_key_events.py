@@ -11,6 +11,7 @@ import time
 import pytest
 
 from harness.guest import uapi
+from harness.guest.fixtures import in_child
 
 (INSTANTIATED, UPDATED, LINKED, UNLINKED, CLEARED, REVOKED, INVALIDATED,
  SETATTR) = range(8)
@@ -260,6 +261,28 @@ def test_special_keyring_id_resolves_to_the_session_keyring(q, new_key):
     assert q.drain() == [rec(LINKED, 1, session, key)]
 
 
+def _watch_the_thread_keyring():
+    """In a forked child (no thread keyring: fork never inherits one): watch @t, which
+    KEYCTL_WATCH_KEY creates on demand (KEY_LOOKUP_CREATE), then add a key to it."""
+    try:
+        uapi.keyctl(uapi.KEYCTL_GET_KEYRING_ID, uapi.KEY_SPEC_THREAD_KEYRING, 0)
+        before = 0
+    except OSError as e:
+        before = e.errno
+    r, _ = uapi.notification_pipe(os.O_NONBLOCK)
+    uapi.set_size(r, 32)
+    uapi.watch_key(uapi.KEY_SPEC_THREAD_KEYRING, r, 5)
+    ring = uapi.keyctl(uapi.KEYCTL_GET_KEYRING_ID, uapi.KEY_SPEC_THREAD_KEYRING, 0)
+    key = uapi.add_key("user", "wqh-thread", b"v", uapi.KEY_SPEC_THREAD_KEYRING)
+    return {"before": before, "ring": ring, "key": key, "records": [str(x) for x in uapi.drain(r)]}
+
+
+def test_watching_a_missing_thread_keyring_creates_it(watch_queue_kernel):
+    got = in_child(_watch_the_thread_keyring, what="child watching @t")
+    assert got["before"] == errno.ENOKEY  # none yet, and GET_KEYRING_ID(create=0) made none
+    assert got["records"] == [str(rec(LINKED, 5, got["ring"], got["key"]))]
+
+
 def test_duplicate_watch_of_a_key_is_ebusy_whatever_the_id(q, new_key):
     key = new_key()
     uapi.watch_key(key, q.r, 1)
@@ -352,6 +375,29 @@ def test_key_without_view_permission_is_eacces(q, new_key):
     assert os.waitstatus_to_exitcode(status) == 0
     assert out == f"{errno.EACCES},{errno.EACCES},"
     assert q.drain() == [uapi.removal_record(1, key)]
+
+
+def _read_and_watch_unpossessed(key, fd):
+    """In a new session keyring (the key no longer possessed): KEYCTL_READ, KEYCTL_WATCH_KEY."""
+    uapi.join_session_keyring(None)
+    out = {}
+    for name, call in (("read", lambda: uapi.read_key(key)), ("watch", lambda: uapi.watch_key(key, fd, 2))):
+        try:
+            call()
+            out[name] = 0
+        except OSError as e:
+            out[name] = e.errno
+    return out
+
+
+def test_view_permission_alone_is_enough_to_watch(q, new_key):
+    # The owner may view the key but not read it; watching asks for KEY_NEED_VIEW only.
+    key = new_key()
+    uapi.setperm(key, uapi.KEY_POS_ALL | uapi.KEY_USR_VIEW)
+    got = in_child(_read_and_watch_unpossessed, key, q.r, what="unpossessing child")
+    assert got == {"read": errno.EACCES, "watch": 0}
+    uapi.key_update(key, b"x")  # the watch outlives the child: the queue holds it
+    assert q.drain() == [rec(UPDATED, 2, key)]
 
 
 def test_bad_queue_fd_is_einval_never_ebadf(q, new_key):

@@ -2,7 +2,8 @@
 (watch_queue.md §1 "watches per user", §2+3 #1 and #26, §4.6).
 
 Limits and uids are changed only in forked children, which report back through a pipe.
-uid 65534, 65533 and 65532 are throw-away users: their user_struct state may persist.
+uid 65534, 65533, 65532, 65530 and 65529 are throw-away users: their user_struct state may
+persist (65531 is test_clients.py's).
 """
 
 import errno
@@ -20,15 +21,18 @@ LIMIT = 30
 NOBODY = 65534
 ACCOUNTING_UID = 65533
 SOFT_LIMIT_UID = 65532
+CLOSE_UID = 65530
+SOFT_RLIMIT_UID = 65529
 PIPE_PAGES_SOFT = "/proc/sys/fs/pipe-user-pages-soft"
 SETTLE = 5.0  # bound for RCU-deferred watch-count decrements of closed queues
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a throw-away uid")
 
 
-def become(uid=None, nofile=LIMIT):
-    """Lower RLIMIT_NOFILE (root may), then drop to uid; a fresh session keyring either way."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+def become(uid=None, nofile=LIMIT, hard=None):
+    """Lower RLIMIT_NOFILE (soft nofile, hard `hard` or nofile; root may), then drop to uid;
+    a fresh session keyring either way."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile if hard is None else hard))
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
@@ -72,8 +76,8 @@ def refused(fd, key):
     return 0
 
 
-def child_fill(uid, expected):
-    become(uid)
+def child_fill(uid, expected, hard=None):
+    become(uid, hard=hard)
     keys = make_keys(expected + 3)
     r, _ = uapi.notification_pipe(os.O_NONBLOCK)
     added = fill_to(r, keys, expected)
@@ -94,6 +98,34 @@ def test_limit_counts_the_watches_of_other_processes_of_the_uid(new_queue, new_k
 def test_unprivileged_uid_gets_exactly_rlimit_nofile_watches(watch_queue_kernel):
     got = in_child(child_fill, NOBODY, LIMIT)
     assert got == {"added": LIMIT, "next": errno.EAGAIN}
+
+
+@needs_root
+def test_the_limit_is_the_soft_rlimit_nofile(watch_queue_kernel):
+    # Soft 30, hard 60: the 31st watch is refused (watch_queue.md §1: task_rlimit, the soft one).
+    got = in_child(child_fill, SOFT_RLIMIT_UID, LIMIT, 2 * LIMIT)
+    assert got == {"added": LIMIT, "next": errno.EAGAIN}
+
+
+def child_close_and_refill(uid):
+    """Fill a queue to the limit with watches of keys that stay alive, close it, fill a second
+    queue: closing must have given back every watch of the first (watch_queue_clear), not
+    only one, once an RCU grace period passed (fill_to waits that out)."""
+    become(uid)
+    keys = make_keys(LIMIT + 1)
+    r, w = uapi.notification_pipe(os.O_NONBLOCK)
+    first = fill_to(r, keys, LIMIT)
+    os.close(r)
+    os.close(w)
+    r, _ = uapi.notification_pipe(os.O_NONBLOCK)
+    second = fill_to(r, keys, LIMIT)
+    return {"first": first, "second": second, "next": refused(r, keys[LIMIT])}
+
+
+@needs_root
+def test_closing_a_queue_gives_back_every_watch_it_had(watch_queue_kernel):
+    got = in_child(child_close_and_refill, CLOSE_UID)
+    assert got == {"first": LIMIT, "second": LIMIT, "next": errno.EAGAIN}
 
 
 def child_two_processes(uid, held):
