@@ -687,8 +687,10 @@ def _mutate(plan: Plan, a, stage: Path, started: float) -> str:
         run_dir = time.strftime("run-%Y%m%d-%H%M%S")
 
         def opts(part: str) -> runner.RunOptions:
+            # A mutant's VM that dies (a hang, a panic) has killed it: no fresh VM for the rest,
+            # which could cost one boot and one timeout per test. The unmutated tree reboots.
             return runner.RunOptions(kernel=a.kernel, out=stage / run_dir / part, accel=a.accel,
-                                     jobs=a.jobs)
+                                     jobs=a.jobs, reboot=part == BASE)
 
         # The unmutated tree first (its kernel is usually built already): a test not as
         # expected there proves nothing on a mutant.

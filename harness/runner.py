@@ -53,6 +53,7 @@ class RunOptions:
     kernel_source: source.KernelSource | None = None  # instead of resolving `kernel` (bisect)
     retry_failed: int = 0  # re-runs of a failed test in a fresh VM (a pass then: flaky)
     known_issues: object | None = None  # known_issues.KnownIssues: waivers applied at the end
+    reboot: bool = True  # a fresh VM for the tests a dead VM left; mutate: the dead VM is enough
 
 
 @dataclass
@@ -310,6 +311,15 @@ def run_items(boots: "Boots", items: list[Item]) -> tuple[list[results.TestResul
                 r.message = f"never ran: the VM ended ({vres.end}) before any test started"
             done += rs
             break
+        if not boots.reboot and any(not r.as_expected for r in started):
+            print(f"wqh: VM ended ({vres.end}); {len(lost_ids)} tests left not run (no fresh VM: "
+                  f"the test the VM died in decides)", flush=True)
+            for r in rs:
+                if r.outcome == protocol.LOST:
+                    r.outcome = results.INFRA
+                    r.message = f"not run: the VM ended ({vres.end}) in an earlier test (no fresh VM)"
+                    done.append(r)
+            break
         pending = retry_items(pending, lost_ids)
         print(f"wqh: VM ended ({vres.end}); {len(pending)} tests left, booting a fresh VM", flush=True)
     # Every boot runs its own leak check: a scenario keeps one, the one that found leaks.
@@ -448,6 +458,7 @@ class Boots:
     factor: float
     echo: bool
     next_name: Callable[[], str]
+    reboot: bool = True  # RunOptions.reboot
 
 
 def default_vms(host_cpus: int | None = None) -> int:
@@ -628,7 +639,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
 
             def next_name() -> str:
                 return next(own, None) or f"vm{next(names)}-{job.build.key[:8]}"
-            boots = Boots(out, job, acc, factor, opts.echo, next_name)
+            boots = Boots(out, job, acc, factor, opts.echo, next_name, opts.reboot)
             rs, vms = run_items(boots, job.items)
             if opts.retry_failed:
                 vms += retry_failed(boots, rs, opts.retry_failed)

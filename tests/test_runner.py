@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harness import runner
+from harness import mutate, runner
 from harness.config import ConfigResult
 from harness.scenario import Scenario, TestRef
 
@@ -73,6 +73,33 @@ def test_a_boot_that_dies_before_the_first_test_is_retried_once(monkeypatch):
     monkeypatch.setattr(runner, "run_vm", fake)
     rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names)), items)
     assert len(boots) == 1 and [r.outcome for r in rs] == ["infra-error"]
+
+
+def test_a_vm_that_dies_in_a_test_gets_a_fresh_vm_unless_reboot_is_off(monkeypatch):
+    """The tests a dead VM left run in a fresh one; mutate turns that off (reboot=False): the
+    test the VM died in has decided, and a mutant that hangs every test would cost a boot and
+    a timeout each."""
+    from harness import results, vm
+    from harness.guest import protocol
+    s = Scenario("s", Path("/s.yaml"))
+    items = [(s, TestRef(f"guest-tests/test_x.py::test_{c}", F)) for c in "abc"]
+    boots = []
+
+    def run_vm(ctx, name, its):
+        boots.append(name)
+        rs = [results.TestResult(s.name, t.id, "k", protocol.LOST) for _, t in its]
+        rs[0].outcome = results.Outcome.HANG  # every boot hangs in its first test
+        return rs, vm.VMResult([], Path("c"), "hang", 0, 1.0)
+    monkeypatch.setattr(runner, "run_vm", run_vm)
+    names = iter(f"vm{i}" for i in range(1, 10))
+    rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names)), items)
+    assert len(boots) == 3 and [r.outcome for r in rs] == ["hang"] * 3
+    boots.clear()
+    rs, _ = runner.run_items(runner.Boots(Path("/o"), None, None, 1.0, False, lambda: next(names),
+                                          reboot=False), items)
+    assert len(boots) == 1 and [r.outcome for r in rs] == ["hang", "infra-error", "infra-error"]
+    assert "no fresh VM" in rs[1].message
+    assert mutate.classify(rs) == (mutate.KILLED, ["test_x.py::test_a hang"], "")
 
 
 def test_vms_at_once_and_the_timeout_stretch_follow_the_host_cpus():
