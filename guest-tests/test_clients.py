@@ -9,9 +9,13 @@ watching the same keys. After each operation what keyctl printed must agree with
   wqh's records of the same object (by wqh's watch id); each exits when its object is destroyed.
 * `keyctl watch_session` + `watch_add`/`watch_rm`: one queue for all objects, compared in order
   with all of wqh's records; `watch_rm` ends it.
+* the kernel's `samples/watch_queue/watch_test`, built by wqh from the tree under test
+  (harness/watch_test_build.py, passed in WQH_WATCH_TEST): it watches its session and user
+  keyrings, the script runs on keys in those two, compared in order with wqh's queue on the same.
 """
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -19,12 +23,15 @@ import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+import tty
 
 import pytest
 
-from harness import clients
+from harness import clients, procs
 from harness.guest import uapi
+from harness.guest.fixtures import Queue, in_child
 
 KEYCTL = "/usr/bin/keyctl"
 PERM = uapi.KEY_POS_ALL | uapi.KEY_USR_ALL
@@ -64,7 +71,7 @@ class Stream:
     def pump(self):
         while not self.eof:
             try:
-                data = os.read(self.fd, 65536)
+                data = self.read_chunk()
             except BlockingIOError:
                 return
             if not data:
@@ -82,6 +89,9 @@ class Stream:
                     self.events.append(got)
                 elif got is not None:
                     self.notes.append(got)
+
+    def read_chunk(self):
+        return os.read(self.fd, 65536)
 
     def pending(self):
         return len(self.events) - self.taken
@@ -300,7 +310,11 @@ SCRIPT = [  # (operation, what it does, objects whose removal record wqh waits f
 ]
 
 
-def record(name, oracle, ops):
+def operations(ops):
+    return [{"operation": op, "wqh": [dataclasses.asdict(e) for e in events]} for op, events in ops]
+
+
+def save_record(name, transcript, operations):
     """The session as both readers saw it, for tests/data/clients/ (recorded output for the host's
     unit tests): each client's lines, wqh's events per operation. Only where the agent says where."""
     out = os.environ.get("WQH_GUEST_OUT")
@@ -308,9 +322,27 @@ def record(name, oracle, ops):
         return
     os.makedirs(os.path.join(out, "clients"), exist_ok=True)
     with open(os.path.join(out, "clients", f"{name}.json"), "w") as fh:
-        json.dump({"kernel": os.uname().release, "clients": oracle.transcript(),
-                   "operations": [{"operation": op, "wqh": [dataclasses.asdict(e) for e in events]}
-                                  for op, events in ops]}, fh, indent=1)
+        json.dump({"kernel": os.uname().release, "clients": transcript, "operations": operations},
+                  fh, indent=1)
+
+
+def record(name, oracle, ops):
+    save_record(name, oracle.transcript(), operations(ops))
+
+
+def read_operation(q, keys, destroyed):
+    """wqh's records of the operation just done; for each object in DESTROYED (names in keys),
+    until its removal record came: the key gc posts it after the destruction, asynchronously."""
+    records = q.drain()
+    if destroyed:
+        ids = {getattr(keys, name) for name in destroyed}
+        before = list(records)
+
+        def all_removed(new):
+            return ids <= {e.key_id for e in clients.from_records(before + new)
+                           if e.kind == clients.REMOVAL}
+        records = before + uapi.wait_records(q.r, all_removed, WAIT)
+    return records
 
 
 def run(oracle, q, keys, last, name):
@@ -322,15 +354,7 @@ def run(oracle, q, keys, last, name):
             continue
         op, do, destroyed = step
         do(keys)
-        records = q.drain()
-        if destroyed:  # removal after destruction is posted by the key gc, asynchronously
-            ids = {getattr(keys, name) for name in destroyed}
-            before = list(records)
-
-            def all_removed(new):
-                return ids <= {e.key_id for e in clients.from_records(before + new)
-                               if e.kind == clients.REMOVAL}
-            records = before + uapi.wait_records(q.r, all_removed, WAIT)
+        records = read_operation(q, keys, destroyed)
         events = clients.from_records(records)
         if not events:
             problems.append(f"wqh read nothing for {op!r}: nothing to compare")
@@ -365,3 +389,201 @@ def test_keyctl_watch_session_agrees_with_wqh(keyctl, new_queue, new_key, sessio
     oracle = Session(keyctl, q)
     agree(oracle, q, keys, ("keyctl watch_rm R1 / KEYCTL_WATCH_KEY(R1, -1)",
                             lambda k: oracle.unwatch("R1", k.R1), ()), "keyctl-watch-session")
+
+
+# --- the kernel's own samples/watch_queue/watch_test ------------------------------------------
+#
+# watch_test.c (6.1 and 6.12 alike) makes a notification pipe of 256 notes with a filter passing
+# every key-notification subtype, watches the session keyring (KEY_SPEC_SESSION_KEYRING) with
+# watch id 0x01 and the user keyring (KEY_SPEC_USER_KEYRING) with 0x02, and prints each read()
+# until EOF, which never comes (it holds the write end itself): it is killed at the end.
+#
+# Its user keyring is a throw-away user's (so the script may clear and invalidate it): the whole
+# session runs in a forked child switched to WATCH_TEST_UID, in a new session keyring. There R1 is
+# that session keyring and R2 that user keyring, the two objects watch_test watches, and wqh's
+# binding watches the same two with the same ids and filter on its own queue. The script is the
+# keyctl tests' one: operations on K alone show in neither reading (no one watches K).
+
+WATCH_TEST_UID = 65531  # a throw-away user (test_watch_limit.py uses 65532-65534)
+WT_WID = {"R1": 1, "R2": 2}  # watch_test.c: KEY_SPEC_SESSION_KEYRING 0x01, KEY_SPEC_USER_KEYRING 0x02
+WT_LABEL = {"R1": "the session keyring of both", "R2": f"the user keyring of uid {WATCH_TEST_UID}"}
+WT_SILENT = {"KEYCTL_UPDATE K", "KEYCTL_SETPERM K", "KEYCTL_REVOKE K"}  # on K alone
+WT_LAST = ("KEYCTL_INVALIDATE R1 (the session keyring: still held by both, not destroyed)",
+           lambda k: uapi.invalidate(k.R1), ())
+READ_SYSCALL = "0"  # x86_64 read: where watch_test's consumer waits, after both watches
+
+
+@pytest.fixture
+def watch_test(watch_queue_kernel):
+    """A copy of the host-built watch_test (WQH_WATCH_TEST) the throw-away user may run (the
+    host's cache under /root is not searchable by it); skip with the host's reason without one."""
+    path = os.environ.get("WQH_WATCH_TEST")
+    if not path:
+        why = os.environ.get("WQH_WATCH_TEST_SKIP")
+        pytest.skip(f"no watch_test: {why}" if why else
+                    "WQH_WATCH_TEST is not set (wqh sets it to samples/watch_queue/watch_test built "
+                    "from the kernel tree under test)")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"WQH_WATCH_TEST={path} is not an executable file")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to a throw-away uid (watch_test watches its user keyring)")
+    d = tempfile.mkdtemp(prefix="wqh-watch-test-")
+    try:
+        exe = os.path.join(d, "watch_test")
+        shutil.copyfile(path, exe)
+        os.chmod(exe, 0o755)
+        os.chmod(d, 0o755)
+        yield exe
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class WatchTestStream(Stream):
+    """watch_test's stdout, a pty: on a tty its stdio is line-buffered (on a pipe its printf()s
+    would wait in a 4 KiB buffer for an exit that never comes). Each record is two lines, so
+    the events are re-read from every complete record so far."""
+
+    def __init__(self, fd, client):
+        super().__init__(fd, client, parse=False)
+
+    def read_chunk(self):
+        try:
+            return os.read(self.fd, 65536)
+        except OSError as e:
+            if e.errno == errno.EIO:  # no slave side left open: watch_test has ended
+                return b""
+            raise
+
+    def pump(self):
+        super().pump()
+        lines = self.lines
+        if lines and not self.eof and lines[-1].startswith("NOTIFY["):
+            lines = lines[:-1]  # its body line is still to come
+        out = clients.parse_watch_test("\n".join(lines), self.client)
+        self.events, self.notes = out.events, out.notes
+
+
+class WatchTest:
+    """watch_test started in its own process group (dying with the child that runs it), its
+    stdout the slave of a pty (in raw mode; MASTER is read); compared after each operation with
+    all of wqh's records."""
+
+    client = clients.WATCH_TEST
+
+    def __init__(self, exe, master, slave):
+        try:
+            tty.setraw(slave)
+            self.proc = subprocess.Popen([exe], stdin=subprocess.DEVNULL, stdout=slave,
+                                         stderr=subprocess.PIPE, preexec_fn=procs.child_setup)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self.out = WatchTestStream(master, self.client)
+
+    def until_watching(self):
+        """None once watch_test waits in read() on its notification pipe (it reads only after
+        both KEYCTL_WATCH_KEYs succeeded), else why it cannot be told (a skip reason)."""
+        pid = self.proc.pid
+        deadline = time.monotonic() + WAIT
+        seen = "nothing"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"watch_test exited with {self.proc.returncode} before watching: "
+                                     f"{stderr_of(self.proc)}")
+            try:
+                with open(f"/proc/{pid}/syscall") as fh:
+                    words = fh.read().split()
+                seen = " ".join(words[:2])
+                if words[:1] == [READ_SYSCALL] and len(words) > 1 and \
+                        os.readlink(f"/proc/{pid}/fd/{int(words[1], 16)}").startswith("pipe:"):
+                    return None
+            except FileNotFoundError:
+                if not os.path.exists(f"/proc/{pid}/syscall"):
+                    return (f"kernel has no /proc/{pid}/syscall (CONFIG_HAVE_ARCH_TRACEHOOK): cannot "
+                            "tell when watch_test is watching")
+            except OSError as e:  # not readable by this uid (yet): say so if it stays that way
+                seen = str(e)
+            time.sleep(0.01)
+        raise AssertionError(f"watch_test not waiting in read() on its pipe {WAIT} s after it started "
+                             f"(/proc/{pid}/syscall: {seen})")
+
+    def collect(self, op, events):
+        mine = clients.visible(self.client, events)
+        wait_for([(self.out, len(mine))])
+        return clients.compare(self.client, op, self.out.take(), mine)
+
+    def finish(self, q):
+        """watch_test loops until killed: an exit before is a problem; what it printed after the
+        last operation must be what wqh read after it."""
+        out = []
+        if self.proc.poll() is not None:
+            out.append(f"{self.client} exited with {self.proc.returncode} during the session: "
+                       f"{stderr_of(self.proc)}")
+        pump([self.out], lambda: False, GRACE)
+        late = clients.from_records(q.drain())
+        stop(self.proc)
+        pump([self.out], lambda: self.out.eof, WAIT)
+        return out + clients.compare(self.client, "after the last operation", self.out.take(), late)
+
+    def close(self):
+        stop(self.proc)
+        os.close(self.out.fd)
+
+    def transcript(self):
+        return {self.client: {"lines": self.out.lines,
+                              "watch_ids": {str(WT_WID[n]): WT_LABEL[n] for n in WT_WID}}}
+
+
+def run_watch_test(exe):
+    """In a child: become the throw-away user in a new session keyring, start watch_test, watch
+    its two keyrings with wqh's binding, run the script. Returns disagreements and transcript."""
+    os.setgroups([])
+    os.setgid(WATCH_TEST_UID)
+    os.setuid(WATCH_TEST_UID)
+    uapi.join_session_keyring(None)
+    keys = Keys(uapi.keyctl(uapi.KEYCTL_GET_KEYRING_ID, uapi.KEY_SPEC_SESSION_KEYRING, 0),
+                uapi.keyctl(uapi.KEYCTL_GET_KEYRING_ID, uapi.KEY_SPEC_USER_KEYRING, 1))
+    q = Queue(size=256)
+    uapi.set_filter(q.r, [uapi.TypeFilter(uapi.WATCH_TYPE_KEY_NOTIFY)])  # watch_test.c's filter
+    try:
+        master, slave = os.openpty()
+    except OSError as e:
+        return {"skip": f"no pseudo-terminal in the guest of this kernel ({e}): on a pipe "
+                        "watch_test's output would wait in its stdio buffer"}
+    oracle = WatchTest(exe, master, slave)
+    problems, ops = [], []
+    try:
+        skip = oracle.until_watching()
+        if skip:
+            return {"skip": skip}
+        for name in WT_WID:
+            uapi.watch_key(getattr(keys, name), q.r, WT_WID[name])
+        for step in SCRIPT + [WT_LAST]:
+            if step == "watch K":
+                continue  # K is not among the objects watch_test watches
+            op, do, destroyed = step
+            do(keys)
+            records = read_operation(q, keys, [n for n in destroyed if n in WT_WID])
+            events = clients.from_records(records)
+            if not events and op not in WT_SILENT:
+                problems.append(f"wqh read nothing for {op!r}: nothing to compare")
+            problems += oracle.collect(op, events)
+            ops.append((op, events))
+        problems += oracle.finish(q)
+    finally:
+        oracle.close()
+        q.close()
+    return {"problems": [str(p) for p in problems], "transcript": oracle.transcript(),
+            "operations": operations(ops),
+            "keys": {"R1": keys.R1, "R2": keys.R2, "K": keys.K}}
+
+
+def test_watch_test_agrees_with_wqh(watch_test):
+    got = in_child(run_watch_test, watch_test, timeout=12 * WAIT, what="watch_test session")
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    save_record("watch-test", got["transcript"], got["operations"])
+    legend = ", ".join(f"{n} = {WT_LABEL[n]} ({got['keys'][n]}, watch id {WT_WID[n]})" for n in WT_WID)
+    assert not got["problems"], f"{legend}:\n" + "\n".join(got["problems"])
