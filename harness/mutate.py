@@ -687,10 +687,15 @@ def _mutate(plan: Plan, a, stage: Path, started: float) -> str:
         run_dir = time.strftime("run-%Y%m%d-%H%M%S")
 
         def opts(part: str) -> runner.RunOptions:
-            # A mutant's VM that dies (a hang, a panic) has killed it: no fresh VM for the rest,
-            # which could cost one boot and one timeout per test. The unmutated tree reboots.
+            # A mutant's first unexpected result kills it: its guest stops at the first failure
+            # (pytest -x) and a VM that dies (a hang, a panic) gets no fresh VM for the rest,
+            # which could cost one boot and one timeout per test. The unmutated tree runs whole;
+            # with a test not as expected there, its mutants run whole too (that test proves
+            # nothing, and stopping at it would hide the others).
+            mutant = part != BASE
+            fast = mutant and not plan.noisy
             return runner.RunOptions(kernel=a.kernel, out=stage / run_dir / part, accel=a.accel,
-                                     jobs=a.jobs, reboot=part == BASE)
+                                     jobs=a.jobs, reboot=not mutant, fail_fast=fast)
 
         # The unmutated tree first (its kernel is usually built already): a test not as
         # expected there proves nothing on a mutant.

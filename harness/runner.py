@@ -54,6 +54,7 @@ class RunOptions:
     retry_failed: int = 0  # re-runs of a failed test in a fresh VM (a pass then: flaky)
     known_issues: object | None = None  # known_issues.KnownIssues: waivers applied at the end
     reboot: bool = True  # a fresh VM for the tests a dead VM left; mutate: the dead VM is enough
+    fail_fast: bool = False  # the guest stops at its first failure (pytest -x); mutate
 
 
 @dataclass
@@ -172,7 +173,7 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
     order = [(s.name, t.id, t.expect, t.title) for s, t in items]
     hz = cfg.value("HZ")
     plan = {"results_dir": str(gdir), "tests": plan_tests, "kmemleak": cfg.enabled("DEBUG_KMEMLEAK"),
-            "hz": int(hz) if hz and hz.isdigit() else None}
+            "hz": int(hz) if hz and hz.isdigit() else None, "fail_fast": boots.fail_fast}
     if job.watch_test is not None and any(runs_clients(t) for _, t in items):
         plan["watch_test"] = job.watch_test  # the agent exports it as WQH_WATCH_TEST(_SKIP)
     plan_file = vdir / "plan.json"
@@ -459,6 +460,7 @@ class Boots:
     echo: bool
     next_name: Callable[[], str]
     reboot: bool = True  # RunOptions.reboot
+    fail_fast: bool = False  # RunOptions.fail_fast
 
 
 def default_vms(host_cpus: int | None = None) -> int:
@@ -639,7 +641,7 @@ def _run(scenarios: list[Scenario], opts: RunOptions, summary: results.RunSummar
 
             def next_name() -> str:
                 return next(own, None) or f"vm{next(names)}-{job.build.key[:8]}"
-            boots = Boots(out, job, acc, factor, opts.echo, next_name, opts.reboot)
+            boots = Boots(out, job, acc, factor, opts.echo, next_name, opts.reboot, opts.fail_fast)
             rs, vms = run_items(boots, job.items)
             if opts.retry_failed:
                 vms += retry_failed(boots, rs, opts.retry_failed)

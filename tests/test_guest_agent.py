@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.guest import protocol
 
 
-def run_agent(tmp_path, tests_src):
+def run_agent(tmp_path, tests_src, **extra):
     tdir = tmp_path / "t"
     tdir.mkdir()
     f = tdir / "test_mix.py"
@@ -21,7 +21,7 @@ def run_agent(tmp_path, tests_src):
             "tests": [{"id": "t/test_mix.py::test_ok", "node": f"{f}::test_ok"},
                       {"id": "t/test_mix.py::test_bad", "node": f"{f}::test_bad"},
                       {"id": "t/test_mix.py::test_skip", "node": f"{f}::test_skip"},
-                      {"id": "t/test_mix.py::test_param", "node": f"{f}::test_param"}]}
+                      {"id": "t/test_mix.py::test_param", "node": f"{f}::test_param"}], **extra}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     r = subprocess.run([sys.executable, "-m", "harness.guest.agent", str(tmp_path / "plan.json")],
                        capture_output=True, text=True, cwd=tmp_path)
@@ -63,6 +63,17 @@ def test_outcomes_markers_and_results_file(tmp_path):
     assert lines[1].startswith("<5>wqh: end t/test_mix.py::test_ok pass ")
     assert lines[-1] == "<5>wqh: agent done"
     assert sum(1 for ln in lines if "wqh: begin" in ln) == 5
+
+
+def test_fail_fast_stops_at_the_first_failure_and_leaves_the_rest_lost(tmp_path):
+    """mutate's plan: the first failure decides, the tests after it never start."""
+    r, res, kmsg = run_agent(tmp_path, SRC, fail_fast=True)
+    assert r.returncode == 0, r.stderr
+    got = {t["id"]: t["outcome"] for t in res["tests"]}
+    assert got == {"t/test_mix.py::test_ok": "pass", "t/test_mix.py::test_bad": "fail",
+                   "t/test_mix.py::test_skip": "lost", "t/test_mix.py::test_param[1]": "lost",
+                   "t/test_mix.py::test_param[2]": "lost"}
+    assert res["done"] is True and sum(1 for ln in kmsg.splitlines() if "wqh: begin" in ln) == 2
 
 
 def test_import_error_fails_the_module_tests(tmp_path):

@@ -268,7 +268,8 @@ def main(argv):
     # The repo is read-only in the guest: no cache, no bytecode.
     sys.dont_write_bytecode = True
     args = [*UNUSED_PLUGINS, "-o", "console_output_style=classic",
-            "--tb=short", "-v", *[t["node"] for t in plan["tests"]]]
+            "--tb=short", "-v", *(["-x"] if plan.get("fail_fast") else []),
+            *[t["node"] for t in plan["tests"]]]
     rc = pytest.main(args, plugins=[rec])
     rec.state["pytest_exit"] = int(rc)
     rec.wait_first()
