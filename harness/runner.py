@@ -224,7 +224,9 @@ def run_vm(boots: "Boots", name: str, items: list[Item]) -> tuple[list[results.T
         "end": vres.end, "exit_status": vres.exit_status, "duration_s": vres.duration_s,
         "first_test_s": vres.first_test_s, "started_at": started, "ended_at": ended,
         "accel": acc.name, "accel_reason": acc.reason, "append": list(spec.append),
-        "agent_done": bool(guest and guest.get("done"))}, indent=2) + "\n")
+        "agent_done": bool(guest and guest.get("done")), "notes": vres.notes}, indent=2) + "\n")
+    for note in vres.notes:
+        print(f"wqh: {name}: {note}", flush=True)
     return rs, vres
 
 

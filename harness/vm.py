@@ -2,7 +2,10 @@
 
 `vng --run bzImage --exec CMD` under pexpect: everything the guest prints goes
 to console.log as it arrives. Two clocks: no output for `no_output_s` (hang)
-and `total_s` (timeout). A panic ends the VM promptly. QEMU runs in its own
+and `total_s` (timeout). A kernel that reports a stall (RCU, soft lockup, hung
+task) keeps printing, so its reports do not count as output: `no_output_s`
+after a stall report with no test marker since is a hang too. A panic ends the
+VM promptly. QEMU runs in its own
 process group, registered with procs, so it never outlives wqh.
 """
 
@@ -28,6 +31,28 @@ from harness.errors import InfraError
 PANIC_GRACE_S = 3.0
 PANIC_RE = re.compile(r"Kernel panic - not syncing|---\[ end Kernel panic")
 BEGIN_RE = re.compile(r"wqh: begin ")
+# A CPU or task stuck in the kernel: the detectors repeat their report (RCU every ~63 s), which
+# would keep the silence clock from ever running out.
+STALL_RE = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?"
+                      r"|watchdog: BUG: soft lockup"
+                      r"|INFO: task \S+ blocked for more than \d+ seconds")
+PROGRESS_RE = re.compile(r"wqh: (?:begin|end|agent done)")
+
+
+def stall_state(window: str, new_from: int, stalled_since: float | None,
+                now: float) -> float | None:
+    """When the kernel began stalling with no test marker after it. `window` is the console's
+    newest text, of which what starts at `new_from` just arrived: only matches ending there
+    count. A marker after the last stall report clears the clock; a stall report starts it,
+    anew if a marker came before it, else it keeps running."""
+    def last(rx: re.Pattern) -> int:
+        return max((m.start() for m in rx.finditer(window) if m.end() > new_from), default=-1)
+    stall, progress = last(STALL_RE), last(PROGRESS_RE)
+    if stall > progress:
+        return now if progress >= 0 or stalled_since is None else stalled_since
+    if progress > stall:
+        return None
+    return stalled_since
 
 
 @dataclass(frozen=True)
@@ -148,7 +173,9 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
     last_output = t0
     deadline = t0 + spec.total_s
     panic_at: float | None = None
+    stalled_since: float | None = None
     first_test: float | None = None
+    notes: list[str] = []
     end = "exited"
     tail = ""
     env = vng_env()
@@ -174,6 +201,11 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
                 if now - last_output > silence:
                     end = "hang"
                     break
+                if stalled_since is not None and now - stalled_since > silence:
+                    end = "hang"
+                    notes.append(f"the kernel reported a stall and no test began or ended in "
+                                 f"the {silence:.0f} s after it")
+                    break
                 try:
                     chunk = child.read_nonblocking(65536, timeout=0.5)
                 except pexpect.TIMEOUT:
@@ -191,6 +223,7 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
                     first_test = last_output - t0
                 if panic_at is None and PANIC_RE.search(window):
                     panic_at = last_output
+                stalled_since = stall_state(window, len(tail), stalled_since, last_output)
                 tail = window[-256:]
     except procs.Interrupted:
         end = "interrupted"
@@ -205,7 +238,8 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
     status = child.exitstatus if child.exitstatus is not None else None
     if end == "exited" and panic_at is not None:
         end = "panic"
-    return VMResult(cmd, console, end, status, round(time.monotonic() - t0, 2), first_test)
+    return VMResult(cmd, console, end, status, round(time.monotonic() - t0, 2), first_test,
+                    notes)
 
 
 def shell(spec: VMSpec, accel: Accel) -> int:

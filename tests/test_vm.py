@@ -69,3 +69,48 @@ def test_the_agent_runs_without_site_on_the_environments_packages():
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+# --- the console's clocks ----------------------------------------------------------------------
+
+STALL = "[  612.540810] rcu: INFO: rcu_sched self-detected stall on CPU"
+
+
+def test_a_stall_report_after_the_last_marker_starts_the_stall_clock_once():
+    assert vm.stall_state("wqh: begin a\n" + STALL, 0, None, 5.0) == 5.0
+    assert vm.stall_state(STALL + "\n" + STALL, 0, 5.0, 9.0) == 5.0
+    assert vm.stall_state(STALL + "\nwqh: end a\n", 0, 5.0, 9.0) is None
+    assert vm.stall_state("plain kernel chatter", 0, 5.0, 9.0) == 5.0
+    # A marker and a new stall in one read restart the clock.
+    assert vm.stall_state("wqh: end a\nwqh: begin b\n" + STALL, 0, 5.0, 9.0) == 9.0
+    # What was already seen (before new_from) does not count again.
+    old = "wqh: begin a\n" + STALL + "\n"
+    assert vm.stall_state(old + "chatter", len(old), 5.0, 9.0) == 5.0
+    assert vm.stall_state(old + "chatter", len(old), None, 9.0) is None
+    for line in ("watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [python:53]",
+                 "INFO: task python:53 blocked for more than 122 seconds.",
+                 "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"):
+        assert vm.stall_state(line, 0, None, 1.0) == 1.0, line
+
+
+def _fake_vng(monkeypatch, script: str):
+    monkeypatch.setattr(vm, "vng_command", lambda spec, acc, cmd: ["sh", "-c", script])
+
+
+def test_a_kernel_that_keeps_reporting_a_stall_is_a_hang(tmp_path, monkeypatch):
+    # The stall report repeats faster than the silence clock runs out: only the stall clock ends it.
+    _fake_vng(monkeypatch, f"echo 'wqh: begin t1'; while :; do echo '{STALL}'; sleep 0.3; done")
+    res = vm.run(vm.VMSpec(Path("/k/bzImage"), no_output_s=2, total_s=60), TCG, "x",
+                 tmp_path / "console.log")
+    assert res.end == "hang" and res.duration_s < 20
+    assert "reported a stall" in res.notes[0]
+    assert STALL in (tmp_path / "console.log").read_text()
+
+
+def test_tests_that_go_on_after_a_stall_report_are_not_cut(tmp_path, monkeypatch):
+    _fake_vng(monkeypatch, f"echo '{STALL}'; for i in 1 2 3 4 5 6; do echo \"wqh: begin t$i\"; "
+                           f"echo '{STALL}'; sleep 1; echo \"wqh: end t$i\"; done")
+    res = vm.run(vm.VMSpec(Path("/k/bzImage"), no_output_s=2.5, total_s=60), TCG, "x",
+                 tmp_path / "console.log")
+    assert res.end == "exited" and res.notes == []
+    assert "wqh: end t6" in (tmp_path / "console.log").read_text()
