@@ -111,7 +111,7 @@ def test_every_shipped_entry_has_a_reason_versions_and_where_it_was_seen():
 
 
 @pytest.mark.parametrize("log", ["kcsan-marked-head-store.log", "kcsan-release-nr-notes-store.log",
-                                 "kcsan-stress-fixed.log"])
+                                 "kcsan-stress-fixed.log", "kcsan-stress-fixed-2.log"])
 def test_the_fixed_trees_recorded_kcsan_consoles_are_all_known(log):
     reps = _reports(log)
     got = stress.classify(reps, stress.load_known(), "6.1.192")
