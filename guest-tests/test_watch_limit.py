@@ -41,7 +41,10 @@ def become(uid=None, nofile=LIMIT, hard=None):
 
 
 def make_keys(n):
-    ring = uapi.add_key("keyring", "wqh-limit", None, uapi.KEY_SPEC_SESSION_KEYRING)
+    # A keyring of this process's own: a second "wqh-limit" added to a session keyring shared
+    # with a parent would displace the parent's from it, and the key gc would then destroy the
+    # parent's keys and their watches, lowering the uid's count under the test's feet.
+    ring = uapi.add_key("keyring", f"wqh-limit-{os.getpid()}", None, uapi.KEY_SPEC_SESSION_KEYRING)
     return [uapi.add_key("user", f"wqh-limit-{i}", b"v", ring) for i in range(n)]
 
 
