@@ -201,10 +201,12 @@ def run(spec: VMSpec, accel: Accel, exec_cmd: str, console: Path,
                 if now - last_output > silence:
                     end = "hang"
                     break
-                if stalled_since is not None and now - stalled_since > silence:
+                # A stall report means the kernel is stuck: the start allowance (a guest's
+                # Python starting in silence) does not apply to it.
+                if stalled_since is not None and now - stalled_since > spec.no_output_s:
                     end = "hang"
                     notes.append(f"the kernel reported a stall and no test began or ended in "
-                                 f"the {silence:.0f} s after it")
+                                 f"the {spec.no_output_s:.0f} s after it")
                     break
                 try:
                     chunk = child.read_nonblocking(65536, timeout=0.5)
