@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pexpect
 
-from harness import procs
+from harness import procs, report_rules
 from harness.accel import Accel
 from harness.errors import InfraError
+from harness.guest import protocol
 
 # Seconds to keep reading after a panic line, so the whole report is captured.
 PANIC_GRACE_S = 3.0
@@ -33,10 +34,11 @@ PANIC_RE = re.compile(r"Kernel panic - not syncing|---\[ end Kernel panic")
 BEGIN_RE = re.compile(r"wqh: begin ")
 # A CPU or task stuck in the kernel: the detectors repeat their report (RCU every ~63 s), which
 # would keep the silence clock from ever running out.
-STALL_RE = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?"
-                      r"|watchdog: BUG: soft lockup"
-                      r"|INFO: task \S+ blocked for more than \d+ seconds")
-PROGRESS_RE = re.compile(r"wqh: (?:begin|end|agent done)")
+# The report parser's own header patterns of these three, not a second copy of them.
+STALL_RE = re.compile("|".join(report_rules.FORMATS_BY_NAME[n].title.pattern
+                               for n in ("rcu-stall", "soft-lockup", "hung-task")))
+PROGRESS_RE = re.compile("|".join(re.escape(m) for m in
+                                  (protocol.MARK_BEGIN, protocol.MARK_END, protocol.MARK_DONE)))
 
 
 def stall_state(window: str, new_from: int, stalled_since: float | None,
